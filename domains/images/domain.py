@@ -1,0 +1,346 @@
+"""``domain=imagenet | celebahq | image_folder``: 256x256 images, trained in the latent space of a VAE.
+
+Data space and model space:
+
+- training from pixels (``latents_dir: null``): ``train_data`` yields ``x`` = images, float32
+  NHWC in [-1, 1] (centre-cropped to ``image_size``, randomly flipped), and the codec is the
+  VAE: ``encode`` gives scaled latents (posterior mean), ``decode`` images in [-1, 1];
+- training from pre-encoded latents (``latents_dir`` set, see ``domains.images.latents``):
+  ``x`` = scaled latents already, float32 ``latent_shape``; the codec's ``encode`` is then the
+  identity and ``decode`` still runs the VAE decoder, for pictures and FID.
+
+Either way the core does ``codec.encode(batch["x"])`` to train and ``codec.decode(samples)``
+to see images. ``cond`` is int32 class labels (``num_classes`` is the null token) or None.
+``batch_size`` arguments are host-local: with several processes each reads its own shard.
+
+Reference statistics for FID (the paper uses the whole training set):
+
+    python -m domains.images.domain ref-stats --source imagenet --data-dir D --weights W --out imagenet_train.npz
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+from flax import nnx
+
+from domains.base import Batch, SampleFn
+from domains.images import grids
+from domains.images.latents import LatentSource
+from domains.images.preprocess import to_model_range, to_uint8
+from domains.images.sources import (
+    SOURCES,
+    TFDS_DATASETS,
+    DataMissingError,
+    ImageSource,
+    epoch_batches,
+    folder_classes,
+    folder_split_dir,
+    image_batches,
+    open_source,
+    ordered_batches,
+    process_shard,
+)
+
+log = logging.getLogger(__name__)
+
+# The classes of the DiT paper's sample figures (golden retriever, otter, lesser panda,
+# geyser, macaw, valley, balloon, arctic fox).
+IMAGENET_VIS_CLASSES = (207, 360, 387, 974, 88, 979, 417, 279)
+
+
+def _get(cfg: Any, key: str, default: Any = None) -> Any:
+    if cfg is None:
+        return default
+    value = cfg.get(key, default) if hasattr(cfg, "get") else getattr(cfg, key, default)
+    return default if value is None else value
+
+
+class ImageCodec:
+    """Images in [-1, 1] <-> scaled VAE latents; the VAE is loaded on first use.
+
+    With ``pre_encoded`` the data are latents already and ``encode`` is the identity.
+    """
+
+    def __init__(self, vae_path: str | None, *, pre_encoded: bool, chunk_size: int | None = 32, vae: Any = None):
+        self.vae_path = vae_path
+        self.pre_encoded = pre_encoded
+        self.chunk_size = chunk_size
+        self._vae = vae
+        self._codec: Any = None
+
+    @property
+    def vae_codec(self) -> Any:
+        if self._codec is None:
+            from domains.images.vae import VAECodec, load_vae
+
+            if self._vae is None:
+                if not self.vae_path:
+                    raise FileNotFoundError(
+                        "The image domain needs the sd-vae-ft-mse autoencoder: set domain.vae_path=<folder with "
+                        "config.json and diffusion_pytorch_model.safetensors>."
+                    )
+                self._vae = load_vae(Path(self.vae_path).expanduser())
+            self._codec = VAECodec(self._vae, chunk_size=self.chunk_size)
+        return self._codec
+
+    def encode(self, x: Any) -> Any:
+        return x if self.pre_encoded else self.vae_codec.encode(x)
+
+    def decode(self, z: Any) -> Any:
+        return self.vae_codec.decode(z)
+
+
+class ImageDomain:
+    def __init__(self, cfg: Any, *, vae: Any = None):
+        self.cfg = cfg
+        self.name = str(_get(cfg, "name"))
+        self.source = str(_get(cfg, "source", self.name))
+        if self.source not in SOURCES:
+            raise ValueError(f"domain.source={self.source!r} is not one of {SOURCES}.")
+        self.data_dir = _get(cfg, "data_dir")
+        self.manual_dir = _get(cfg, "manual_dir")
+        self.latents_dir = _get(cfg, "latents_dir")
+        self.eval_latents_dir = _get(cfg, "eval_latents_dir")
+        self.image_size = int(_get(cfg, "image_size", 256))
+        self.sample_shape = tuple(int(s) for s in _get(cfg, "latent_shape", (32, 32, 4)))
+        self.flip = bool(_get(cfg, "flip", True))
+        self.num_workers = int(_get(cfg, "num_workers", 8))
+        self.fid_cfg = _get(cfg, "fid", {})
+        self.vis_cfg = _get(cfg, "vis", {})
+        self.classes: list[str] | None = None
+        self._latents = LatentSource(self.latents_dir) if self.latents_dir else None
+        if self._latents is not None and self._latents.latent_shape != self.sample_shape:
+            raise ValueError(
+                f"Latents in {self.latents_dir} have shape {self._latents.latent_shape}, "
+                f"domain.latent_shape is {self.sample_shape}."
+            )
+        self.num_classes = self._resolve_num_classes(_get(cfg, "num_classes"))
+        self.codec = ImageCodec(
+            _get(cfg, "vae_path"), pre_encoded=self._latents is not None, chunk_size=int(_get(cfg, "vae_batch_size", 32)), vae=vae
+        )
+        for key in ("weights", "ref_stats"):
+            if not _get(self.fid_cfg, key):
+                log.warning("domain.fid.%s is not set: evaluation (FID) will fail; visualisation works.", key)
+
+    def _resolve_num_classes(self, configured: int | None) -> int:
+        if self._latents is not None:
+            found = self._latents.num_classes
+            self.classes = self._latents.meta.get("classes")
+        elif self.source in TFDS_DATASETS:
+            found = TFDS_DATASETS[self.source].num_classes
+        else:
+            if self.data_dir is None:
+                raise DataMissingError("domain.data_dir is not set: point it at the image folder.")
+            self.classes = folder_classes(folder_split_dir(self.data_dir, "train"))
+            found = len(self.classes)
+        if configured is not None and int(configured) not in (found, 0):
+            raise ValueError(f"domain.num_classes={configured} but the data have {found} classes.")
+        # num_classes: 0 trains an unconditional model on labelled data.
+        return int(configured) if configured is not None else found
+
+    # ------------------------------------------------------------------ data
+
+    def _open(self, split: str) -> ImageSource:
+        return open_source(self.source, split, self.data_dir, manual_dir=self.manual_dir, classes=self.classes)
+
+    def _pixel_batches(self, split: str, batch_size: int, seed: int, start_batch: int, flip: bool) -> Iterator[Batch]:
+        source = self._open(split)
+        indices = process_shard(len(source))
+        stream = image_batches(
+            source,
+            epoch_batches(indices, batch_size, seed, start_batch),
+            image_size=self.image_size,
+            flip=flip,
+            seed=seed,
+            num_workers=self.num_workers,
+        )
+        for batch in stream:
+            yield {"x": to_model_range(batch["images"]), "cond": batch["labels"] if self.num_classes else None}
+
+    def train_data(self, batch_size: int, seed: int, start_batch: int = 0) -> Iterator[Batch]:
+        """Host-local batches ``{"x", "cond"}`` over reshuffled epochs; resumes at ``start_batch``."""
+        if self._latents is not None:
+            return self._latents.batches(batch_size, seed, start_batch, conditional=self.num_classes > 0)
+        return self._pixel_batches("train", batch_size, seed, start_batch, self.flip)
+
+    def eval_data(self, batch_size: int, seed: int) -> Iterator[Batch]:
+        """Held-out batches (CelebA-HQ has none: its train split). With latents: ``eval_latents_dir``, else the training latents."""
+        if self._latents is not None:
+            source = LatentSource(self.eval_latents_dir) if self.eval_latents_dir else self._latents
+            return source.batches(batch_size, seed, conditional=self.num_classes > 0)
+        return self._pixel_batches("eval", batch_size, seed, 0, flip=False)
+
+    def reference_images(self, split: str = "train", batch_size: int = 64, limit: int | None = None) -> Iterator[np.ndarray]:
+        """One ordered pass of uint8 centre crops (no flips), for FID reference statistics."""
+        source = self._open(split)
+        indices = np.arange(len(source) if limit is None else min(limit, len(source)))
+        for batch in image_batches(source, ordered_batches(indices, batch_size), image_size=self.image_size, num_workers=self.num_workers):
+            yield batch["images"]
+
+    # ------------------------------------------------------------------ model
+
+    def make_backbone(self, model_cfg: Any, rngs: nnx.Rngs) -> nnx.Module:
+        from shortcutlib.nn.factory import build_backbone
+
+        return build_backbone(model_cfg, data_shape=self.sample_shape, num_classes=self.num_classes, rngs=rngs)
+
+    def sample_cond(self, num_samples: int, seed: int) -> np.ndarray | None:
+        """Uniformly random class labels (the ADM/DiT FID protocol), or None when unconditional."""
+        if self.num_classes <= 0:
+            return None
+        return np.random.default_rng(seed).integers(0, self.num_classes, num_samples).astype(np.int32)
+
+    def decode_to_uint8(self, z: Any) -> np.ndarray:
+        return to_uint8(np.asarray(self.codec.decode(z)))
+
+    def generate(self, sample_fn: SampleFn, num_steps: int, num_samples: int, batch_size: int, seed: int = 0) -> Iterator[np.ndarray]:
+        """uint8 images in batches; batch ``i`` uses the same noise and labels at every budget.
+
+        Every call draws a full batch (one compiled shape); the last one is truncated.
+        """
+        base = jax.random.key(seed)
+        for i, start in enumerate(range(0, num_samples, batch_size)):
+            cond = self.sample_cond(batch_size, seed=seed * 1_000_003 + i)
+            z = sample_fn(jax.random.fold_in(base, i), num_steps, batch_size, cond)
+            yield self.decode_to_uint8(z)[: num_samples - start]
+
+    # ------------------------------------------------------------------ evaluation
+
+    def evaluate(self, sample_fn: SampleFn, steps: Sequence[int], out_dir: Path) -> dict[str, float]:
+        """FID-N (``fid.num_samples``) at every step budget against ``fid.ref_stats``; writes the FID-vs-steps plot."""
+        from shortcutlib.metrics.fid import InceptionFeatures, compute_statistics, frechet_distance, load_statistics
+
+        weights, ref_stats = _get(self.fid_cfg, "weights"), _get(self.fid_cfg, "ref_stats")
+        if not weights or not Path(weights).expanduser().is_file():
+            raise FileNotFoundError(
+                f"FID needs the Inception weights: set domain.fid.weights (now {weights!r}) to pytorch-fid's "
+                "pt_inception-2015-12-05-6726825d.pth or its .npz (python -m shortcutlib.metrics.inception_weights "
+                "convert ...), or run with eval.enabled=false."
+            )
+        if not ref_stats or not Path(ref_stats).expanduser().is_file():
+            raise FileNotFoundError(
+                f"FID needs reference statistics: set domain.fid.ref_stats (now {ref_stats!r}); write them with "
+                f"python -m domains.images.domain ref-stats --source {self.source} --data-dir <data_dir> "
+                f"--weights {weights} --out <stats.npz>"
+            )
+        num = int(_get(self.fid_cfg, "num_samples", 50000))
+        batch = int(_get(self.fid_cfg, "batch_size", 256))
+        seed = int(_get(self.fid_cfg, "seed", 0))
+        mu_ref, sigma_ref = load_statistics(Path(ref_stats).expanduser())
+        features = InceptionFeatures(str(Path(weights).expanduser()), batch_size=int(_get(self.fid_cfg, "inception_batch_size", 50)))
+        metrics: dict[str, float] = {}
+        for n in steps:
+            mu, sigma = compute_statistics(self.generate(sample_fn, int(n), num, batch, seed), features)
+            metrics[f"fid@{int(n)}"] = frechet_distance(mu, sigma, mu_ref, sigma_ref)
+            log.info("FID-%d at %d step(s): %.3f", num, n, metrics[f"fid@{int(n)}"])
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "fid.json").write_text(json.dumps({"num_samples": num, **metrics}, indent=2))
+        grids.fid_vs_steps_plot(metrics, out_dir / "fid_vs_steps.png")
+        return metrics
+
+    def visualize(self, sample_fn: SampleFn, steps: Sequence[int], out_dir: Path) -> list[Path]:
+        """Sample grids (one row per budget, shared noise), class grids with the sampler's CFG, and
+        a noise-interpolation strip (spherical interpolation between two noise draws) per budget."""
+        from shortcutlib.sampling import interpolation_noise
+
+        out_dir = Path(out_dir)
+        steps = sorted(int(n) for n in steps)
+        k = int(_get(self.vis_cfg, "num_samples", 8))
+        seed = int(_get(self.vis_cfg, "seed", 0))
+        key = jax.random.key(seed)
+        paths = []
+
+        cond = self.sample_cond(k, seed)
+        per_budget = {n: self.decode_to_uint8(sample_fn(key, n, k, cond)) for n in steps}
+        paths.append(grids.budget_grid(per_budget, out_dir / "grid_budgets.png"))
+
+        classes = list(_get(self.vis_cfg, "classes", []) or (IMAGENET_VIS_CLASSES if self.num_classes == 1000 else range(min(self.num_classes, 8))))
+        classes = [c for c in classes if c < self.num_classes]
+        if classes:
+            labels = np.repeat(np.asarray(classes, np.int32), k)
+            for n in sorted({steps[0], steps[-1]}):
+                images = self.decode_to_uint8(sample_fn(jax.random.fold_in(key, 1), n, len(labels), labels))
+                rows = {c: images[i * k : (i + 1) * k] for i, c in enumerate(classes)}
+                names = dict(enumerate(self.classes)) if self.classes else None
+                paths.append(grids.class_grid(rows, out_dir / f"classes_{n}steps.png", names))
+
+        num_interp = int(_get(self.vis_cfg, "interpolation_points", 8))
+        noise = interpolation_noise(jax.random.fold_in(key, 2), self.sample_shape, num_interp)
+        interp_cond = None if self.num_classes <= 0 else np.full((num_interp,), classes[0] if classes else 0, np.int32)
+        strips = {n: self.decode_to_uint8(sample_fn(key, n, num_interp, interp_cond, noise=noise)) for n in steps}
+        paths.append(grids.budget_grid(strips, out_dir / "interpolation.png"))
+        return paths
+
+    # ------------------------------------------------------------------ checkpoint state
+
+    def state(self) -> dict[str, Any]:
+        return {"classes": self.classes} if self.classes else {}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        if state.get("classes"):
+            self.classes = list(state["classes"])
+
+
+# ---------------------------------------------------------------------- CLI
+
+
+def ref_stats_main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m domains.images.domain ref-stats",
+        description="FID reference statistics of a dataset's centre crops (no flips).",
+    )
+    parser.add_argument("--source", required=True, choices=list(SOURCES))
+    parser.add_argument("--data-dir", required=True)
+    parser.add_argument("--manual-dir", default=None)
+    parser.add_argument("--weights", required=True, help="pytorch-fid Inception weights (.pth or .npz)")
+    parser.add_argument("--out", required=True, help="output .npz with mu and sigma")
+    parser.add_argument("--split", default="train", choices=["train", "eval"])
+    parser.add_argument("--image-size", type=int, default=256)
+    parser.add_argument("--num-samples", type=int, default=None, help="first N examples (default: all)")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--num-workers", type=int, default=8)
+    args = parser.parse_args(argv)
+    from shortcutlib.metrics.fid import compute_statistics, save_statistics
+
+    cfg = {
+        "name": args.source,
+        "source": args.source,
+        "data_dir": args.data_dir,
+        "manual_dir": args.manual_dir,
+        "image_size": args.image_size,
+        "num_workers": args.num_workers,
+        "fid": {"weights": args.weights, "ref_stats": args.out},
+    }
+    try:
+        domain = ImageDomain(cfg)
+        images = domain.reference_images(args.split, args.batch_size, args.num_samples)
+        mu, sigma = compute_statistics(images, args.weights, batch_size=args.batch_size)
+    except FileNotFoundError as e:  # DataMissingError included
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    save_statistics(args.out, mu, sigma)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] != "ref-stats":
+        print("usage: python -m domains.images.domain ref-stats --source ... --data-dir ... --weights ... --out ...", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    return ref_stats_main(argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""Pixel preprocessing: ADM-style centre crop and resize, random flips, value ranges.
+
+Images travel as uint8 NHWC until the last moment (cheap to batch and to cache) and are
+converted to float32 in [-1, 1], the range the VAE expects, by :func:`to_model_range`.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image
+
+
+def decode_image(data: bytes) -> Image.Image:
+    """Decode encoded image bytes (JPEG, PNG, ...) to an RGB PIL image.
+
+    Converting to RGB handles the greyscale and CMYK files ImageNet contains.
+    """
+    with Image.open(io.BytesIO(data)) as image:
+        return image.convert("RGB")
+
+
+def center_crop_resize(image: Image.Image | np.ndarray, size: int = 256) -> np.ndarray:
+    """Resize the short side to ``size`` and take the central ``size x size`` square (uint8 HWC).
+
+    The ADM recipe (Dhariwal & Nichol, 2021), also used by DiT: halve with a box filter
+    while the short side is at least twice the target (cheap anti-aliasing), then one
+    bicubic resize so the short side is exactly ``size``, then crop the centre.
+    """
+    if isinstance(image, np.ndarray):
+        image = Image.fromarray(image)
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    while min(image.size) >= 2 * size:
+        image = image.resize(tuple(s // 2 for s in image.size), resample=Image.Resampling.BOX)
+    scale = size / min(image.size)
+    image = image.resize(tuple(round(s * scale) for s in image.size), resample=Image.Resampling.BICUBIC)
+    arr = np.asarray(image)
+    top = (arr.shape[0] - size) // 2
+    left = (arr.shape[1] - size) // 2
+    return np.ascontiguousarray(arr[top : top + size, left : left + size])
+
+
+def random_flip(images: np.ndarray, rng: np.random.Generator, prob: float = 0.5) -> np.ndarray:
+    """Flip each image of an NHWC batch left-right with probability ``prob``."""
+    flip = rng.random(images.shape[0]) < prob
+    out = images.copy()
+    out[flip] = images[flip, :, ::-1]
+    return out
+
+
+def to_model_range(images: np.ndarray) -> np.ndarray:
+    """uint8 [0, 255] -> float32 [-1, 1]."""
+    return images.astype(np.float32) / 127.5 - 1.0
+
+
+def to_uint8(images: np.ndarray) -> np.ndarray:
+    """float [-1, 1] -> uint8 [0, 255], clipping what falls outside (decoded samples do)."""
+    images = np.asarray(images, dtype=np.float32)
+    return np.clip(np.round((images + 1.0) * 127.5), 0, 255).astype(np.uint8)

@@ -1,0 +1,241 @@
+"""Registry of robot tasks: environment, scripted expert, flat observation and success test.
+
+Every task follows one protocol so collection and evaluation need no task-specific code:
+
+* ``make_env(render_mode=None, seed=None)`` builds the Gymnasium environment (time limit
+  included); ``seed`` seeds its action space. Episodes are seeded through ``env.reset``.
+* ``reset_options(episode_index)`` gives the ``env.reset`` options of an episode (OGBench's
+  evaluation ``task_id`` for the cube; None elsewhere).
+* ``make_expert(env, rng, **kwargs)`` builds the scripted expert (see ``experts``).
+* ``obs_fn(obs)`` maps the environment observation to the flat float32 vector that
+  datasets store and policies consume (dict observations: ``observation`` then
+  ``desired_goal``).
+* ``success_fn(info, obs, env)`` is evaluated on the last step of an episode: an episode
+  succeeds if it holds there. PointMaze and the cube terminate as soon as their own
+  ``info['success']`` holds; Reacher always runs its 50 steps and must end with the
+  fingertip within ``REACHER_SUCCESS_RADIUS`` of the target.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import gymnasium
+import numpy as np
+
+from domains.robot.experts import Expert
+
+# Reacher success: fingertip within 2 cm of the target centre at the final step. The
+# fingertip sphere has radius 1 cm and the target 0.9 cm, so 2 cm means touching; the
+# expert ends within 0.1 mm and a random policy within 2 cm in about 1% of episodes.
+REACHER_SUCCESS_RADIUS = 0.02
+RENDER_SIZE = 256  # video frames (software rendering time grows with pixels; 480 is Gymnasium's default)
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    name: str
+    env_id: str
+    make_env: Callable[..., gymnasium.Env]
+    make_expert: Callable[..., Expert]
+    obs_fn: Callable[[Any], np.ndarray]
+    success_fn: Callable[[dict[str, Any], Any, gymnasium.Env], bool]
+    max_episode_steps: int
+    reset_options: Callable[[int], dict[str, Any] | None] = field(default=lambda episode: None)
+    description: str = ""
+
+
+def flat_obs(obs: Any) -> np.ndarray:
+    """Flat float32 observation; dict observations give ``observation`` then ``desired_goal``."""
+    if isinstance(obs, dict):
+        return np.concatenate([np.ravel(obs["observation"]), np.ravel(obs["desired_goal"])]).astype(np.float32)
+    return np.asarray(obs, dtype=np.float32).ravel()
+
+
+def info_success(info: dict[str, Any], obs: Any, env: gymnasium.Env) -> bool:
+    return bool(info.get("success", False))
+
+
+# ---------------------------------------------------------------- Reacher
+
+
+def reacher_success(info: dict[str, Any], obs: Any, env: gymnasium.Env) -> bool:
+    # The last two observation entries are fingertip minus target in x and y.
+    return bool(np.linalg.norm(np.asarray(obs)[-2:]) < REACHER_SUCCESS_RADIUS)
+
+
+def _make_reacher_env(render_mode: str | None = None, seed: int | None = None) -> gymnasium.Env:
+    env = gymnasium.make("Reacher-v5", max_episode_steps=50, **_render_kwargs(render_mode))
+    return _seeded(env, seed)
+
+
+def _make_reacher_expert(env: gymnasium.Env, rng: np.random.Generator, **kwargs: Any) -> Expert:
+    from domains.robot.experts.reacher import ReacherExpert
+
+    return ReacherExpert(rng, **kwargs)
+
+
+# ---------------------------------------------------------------- PointMaze
+
+
+def _pointmaze_env_factory(env_id: str, max_steps: int) -> Callable[..., gymnasium.Env]:
+    def make(render_mode: str | None = None, seed: int | None = None) -> gymnasium.Env:
+        import gymnasium_robotics
+
+        gymnasium.register_envs(gymnasium_robotics)
+        # continuing_task=False: the episode terminates when the goal is reached (info['success']).
+        env = gymnasium.make(env_id, continuing_task=False, max_episode_steps=max_steps, **_render_kwargs(render_mode))
+        return _seeded(env, seed)
+
+    return make
+
+
+def _make_pointmaze_expert(env: gymnasium.Env, rng: np.random.Generator, **kwargs: Any) -> Expert:
+    from domains.robot.experts.pointmaze import PointMazeExpert
+
+    return PointMazeExpert(env, rng, **kwargs)
+
+
+# ---------------------------------------------------------------- OGBench cube
+
+
+class GoalObservation(gymnasium.Wrapper, gymnasium.utils.RecordConstructorArgs):
+    """Adds OGBench's evaluation goal to the observation: ``{'observation', 'desired_goal'}``.
+
+    OGBench returns the goal once, as ``info['goal']`` at reset (the goal cube position,
+    scaled as in its observations, with ``use_oracle_rep=True``); a one-step policy needs
+    it at every step. Without a ``task_id`` reset option the task is drawn from a
+    generator seeded by ``reset(seed=...)`` rather than NumPy's global one.
+    """
+
+    def __init__(self, env: gymnasium.Env):
+        gymnasium.utils.RecordConstructorArgs.__init__(self)  # makes env.spec serialisable (Minari stores it)
+        gymnasium.Wrapper.__init__(self, env)
+        self._goal: np.ndarray | None = None
+        self._task_rng = np.random.default_rng()
+        goal_dim = 3 * env.unwrapped._num_cubes
+        self.observation_space = gymnasium.spaces.Dict(
+            {
+                "observation": env.observation_space,
+                "desired_goal": gymnasium.spaces.Box(-np.inf, np.inf, (goal_dim,), np.float64),
+            }
+        )
+
+    def _wrap(self, obs: np.ndarray) -> dict[str, np.ndarray]:
+        return {"observation": obs, "desired_goal": self._goal.copy()}
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        if seed is not None:
+            self._task_rng = np.random.default_rng(seed)
+        options = dict(options or {})
+        if "task_id" not in options and "task_info" not in options:
+            options["task_id"] = int(self._task_rng.integers(1, self.env.unwrapped.num_tasks + 1))
+        obs, info = self.env.reset(seed=seed, options=options)
+        self._goal = np.asarray(info["goal"], dtype=np.float64)
+        return self._wrap(obs), info
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        return self._wrap(obs), reward, terminated, truncated, info
+
+
+CUBE_NUM_TASKS = 5  # OGBench's five evaluation tasks for cube-single
+
+
+def _make_cube_env(render_mode: str | None = None, seed: int | None = None) -> gymnasium.Env:
+    import ogbench.manipspace  # noqa: F401  (registers the OGBench environments)
+
+    # OGBench renders with its own camera whatever render_mode says; it is not passed on.
+    env = gymnasium.make("cube-single-v0", use_oracle_rep=True, max_episode_steps=200)
+    if render_mode is not None:
+        _no_shadows(env.unwrapped._model)
+    return _seeded(GoalObservation(env), seed)
+
+
+def _make_cube_expert(env: gymnasium.Env, rng: np.random.Generator, **kwargs: Any) -> Expert:
+    from domains.robot.experts.cube import CubeExpert
+
+    return CubeExpert(env, rng, **kwargs)
+
+
+def _cube_reset_options(episode: int) -> dict[str, Any]:
+    # Cycle through OGBench's evaluation tasks so every task gets its share of episodes.
+    return {"task_id": 1 + episode % CUBE_NUM_TASKS}
+
+
+# ---------------------------------------------------------------- registry
+
+
+def _seeded(env: gymnasium.Env, seed: int | None) -> gymnasium.Env:
+    if seed is not None:
+        env.action_space.seed(seed)
+    if env.render_mode is not None and hasattr(env.unwrapped, "model"):
+        _no_shadows(env.unwrapped.model)
+    return env
+
+
+def _render_kwargs(render_mode: str | None) -> dict[str, Any]:
+    if render_mode is None:
+        return {}
+    return {"render_mode": render_mode, "width": RENDER_SIZE, "height": RENDER_SIZE}
+
+
+def _no_shadows(model: Any) -> None:
+    """Shadows and reflections only cost rendering time; physics does not use them."""
+    model.light_castshadow[:] = 0
+    model.mat_reflectance[:] = 0
+
+
+def _pointmaze(name: str, env_id: str, max_steps: int) -> TaskSpec:
+    return TaskSpec(
+        name=name,
+        env_id=env_id,
+        make_env=_pointmaze_env_factory(env_id, max_steps),
+        make_expert=_make_pointmaze_expert,
+        obs_fn=flat_obs,
+        success_fn=info_success,
+        max_episode_steps=max_steps,
+        description=f"{env_id}: point mass to a random goal cell; obs (6,) = x, y, vx, vy, goal x, goal y.",
+    )
+
+
+TASKS: dict[str, TaskSpec] = {
+    "reacher": TaskSpec(
+        name="reacher",
+        env_id="Reacher-v5",
+        make_env=_make_reacher_env,
+        make_expert=_make_reacher_expert,
+        obs_fn=flat_obs,
+        success_fn=reacher_success,
+        max_episode_steps=50,
+        description="Reacher-v5: 2-link arm to a random target; obs (10,); success = fingertip within 2 cm at step 50.",
+    ),
+    "pointmaze_umaze": _pointmaze("pointmaze_umaze", "PointMaze_UMaze-v3", 300),
+    "pointmaze_medium": _pointmaze("pointmaze_medium", "PointMaze_Medium-v3", 600),
+    "pointmaze_large": _pointmaze("pointmaze_large", "PointMaze_Large-v3", 800),
+    "cube_single": TaskSpec(
+        name="cube_single",
+        env_id="cube-single-v0",
+        make_env=_make_cube_env,
+        make_expert=_make_cube_expert,
+        obs_fn=flat_obs,
+        success_fn=info_success,
+        max_episode_steps=200,
+        reset_options=_cube_reset_options,
+        description="OGBench cube-single-v0 on its 5 evaluation tasks; obs (31,) = OGBench state (28) + goal cube position (3).",
+    ),
+}
+
+
+def get_task(name: str) -> TaskSpec:
+    if name not in TASKS:
+        raise KeyError(f"Unknown robot task {name!r}; choose one of {sorted(TASKS)}.")
+    return TASKS[name]
+
+
+def episode_seed(seed: int, stream: int, episode: int) -> int:
+    """Reset seed of one episode; collection and evaluation use different streams so their
+    initial states differ even under the same user seed."""
+    return int(np.random.SeedSequence([seed, stream, episode]).generate_state(1)[0])

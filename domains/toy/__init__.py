@@ -1,0 +1,1 @@
+"""Low-dimensional distributions, some with exact velocity fields and flow maps."""

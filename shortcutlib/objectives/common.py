@@ -1,0 +1,129 @@
+"""Helpers every objective shares: interpolation, time and step sampling, label dropout.
+
+Conventions (see DESIGN.md): time runs from noise to data,
+``x_t = (1 - t) x_0 + t x_1`` with ``x_0 ~ N(0, I)`` and data ``x_1``; the velocity is
+``x_1 - x_0``; ``d`` is a continuous step size and ``d = 0`` is the instantaneous velocity.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+# model(x_t, t, d, cond) -> velocity, with parameters already bound.
+VelocityFn = Callable[[jax.Array, jax.Array, jax.Array, Any], jax.Array]
+
+
+class Targets(NamedTuple):
+    """What the loss regresses: ``weight * |model(x_t, t, d, cond) - v_target|^2``."""
+
+    x_t: jax.Array
+    t: jax.Array  # (B,)
+    d: jax.Array  # (B,)
+    cond: Any
+    v_target: jax.Array
+    weight: jax.Array  # (B,)
+
+
+def broadcast_to_x(s: jax.Array, x: jax.Array) -> jax.Array:
+    """Reshape a per-example scalar (B,) so it broadcasts against x (B, ...)."""
+    return s.reshape(s.shape + (1,) * (x.ndim - s.ndim))
+
+
+def interpolate(x0: jax.Array, x1: jax.Array, t: jax.Array) -> jax.Array:
+    """The straight path from noise x0 (t=0) to data x1 (t=1)."""
+    tb = broadcast_to_x(t, x1)
+    return (1.0 - tb) * x0 + tb * x1
+
+
+def sample_t(key: jax.Array, batch: int, *, grid: int | None = None, t_max: jax.Array | float = 1.0) -> jax.Array:
+    """Times in [0, t_max): uniform, or on the grid {0, 1/grid, ...} when ``grid`` is set.
+
+    ``t_max`` may be per-example (B,). On a grid the last point is t_max - 1/grid.
+    """
+    u = jax.random.uniform(key, (batch,))
+    if grid is None:
+        return u * t_max
+    n_points = jnp.maximum(jnp.round(jnp.asarray(t_max) * grid), 1.0)
+    return jnp.floor(u * n_points) / grid
+
+
+def drop_labels(key: jax.Array, cond: Any, prob: float, num_classes: int) -> Any:
+    """Replace class labels by the null token ``num_classes`` with probability ``prob``.
+
+    Only integer leaves (class labels) are dropped; observation arrays pass through.
+    """
+    if prob <= 0.0 or num_classes <= 0 or cond is None:
+        return cond
+
+    def drop(leaf: jax.Array) -> jax.Array:
+        if not jnp.issubdtype(leaf.dtype, jnp.integer):
+            return leaf
+        mask = jax.random.bernoulli(key, prob, leaf.shape)
+        return jnp.where(mask, num_classes, leaf)
+
+    return jax.tree.map(drop, cond)
+
+
+def null_cond(cond: Any, num_classes: int) -> Any:
+    """The unconditional counterpart of ``cond``: every class label set to the null token."""
+    return jax.tree.map(
+        lambda leaf: jnp.full_like(leaf, num_classes) if jnp.issubdtype(leaf.dtype, jnp.integer) else leaf, cond
+    )
+
+
+def guided_velocity(model: VelocityFn, x: jax.Array, t: jax.Array, d: jax.Array, cond: Any, scale: float, num_classes: int) -> jax.Array:
+    """Classifier-free guidance ``v_u + scale (v_c - v_u)``; scale 1 is the plain conditional model.
+
+    Conditional and unconditional passes share one batched call.
+    """
+    if scale == 1.0 or num_classes <= 0 or cond is None:
+        return model(x, t, d, cond)
+    both = model(
+        jnp.concatenate([x, x]),
+        jnp.concatenate([t, t]),
+        jnp.concatenate([d, d]),
+        jax.tree.map(lambda c, u: jnp.concatenate([c, u]), cond, null_cond(cond, num_classes)),
+    )
+    v_cond, v_uncond = jnp.split(both, 2)
+    return v_uncond + scale * (v_cond - v_uncond)
+
+
+def take(tree: Any, idx: slice | jax.Array) -> Any:
+    """Index the leading axis of every leaf of a pytree (None stays None)."""
+    return jax.tree.map(lambda a: a[idx], tree)
+
+
+def concat(trees: list[Any]) -> Any:
+    """Concatenate pytrees of the same structure along the leading axis."""
+    return jax.tree.map(lambda *a: jnp.concatenate(a), *trees)
+
+
+def maybe_clip(x: jax.Array, bound: float | None) -> jax.Array:
+    return x if bound is None else jnp.clip(x, -bound, bound)
+
+
+def flow_matching_part(key: jax.Array, x1: jax.Array, cond: Any, *, t_grid: int | None, class_dropout: float, num_classes: int) -> Targets:
+    """Flow matching targets at d = 0 for a batch of data: the baseline and the shortcut base case."""
+    k_t, k_noise, k_label = jax.random.split(key, 3)
+    b = x1.shape[0]
+    t = sample_t(k_t, b, grid=t_grid)
+    x0 = jax.random.normal(k_noise, x1.shape, x1.dtype)
+    return Targets(
+        x_t=interpolate(x0, x1, t),
+        t=t,
+        d=jnp.zeros((b,), x1.dtype),
+        cond=drop_labels(k_label, cond, class_dropout, num_classes),
+        v_target=x1 - x0,
+        weight=jnp.ones((b,), x1.dtype),
+    )
+
+
+def weighted_mse(pred: jax.Array, targets: Targets) -> jax.Array:
+    """Mean over examples of weight * mean squared error over the example's dimensions."""
+    err = jnp.square(pred.astype(jnp.float32) - jax.lax.stop_gradient(targets.v_target).astype(jnp.float32))
+    per_example = err.reshape(err.shape[0], -1).mean(axis=1)
+    return jnp.sum(per_example * targets.weight) / jnp.maximum(jnp.sum(targets.weight), 1e-8)

@@ -1,0 +1,298 @@
+"""FID: the Inception port, its weights, the resize, the statistics and the distance.
+
+Parity tests run against pytorch-fid itself (its ``InceptionV3`` built on
+torchvision, its ``calculate_frechet_distance``) and are skipped when the test
+extra (torch, torchvision, pytorch-fid) is not installed. Weights are random:
+nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.linalg
+
+from shortcutlib.metrics import fid, fid_stats
+from shortcutlib.metrics import inception_weights as iw
+
+BATCH = 2  # one compiled network shape for the whole file
+
+
+def _random_tensor(rng: np.random.Generator, name: str, shape: tuple[int, ...]) -> np.ndarray:
+    """Random but well-scaled weights, so activations neither vanish nor explode."""
+    if name.endswith("conv.weight"):
+        fan_in = int(np.prod(shape[1:]))
+        return rng.normal(0.0, np.sqrt(2.0 / fan_in), shape).astype(np.float32)
+    if name.endswith("bn.weight"):
+        return rng.uniform(0.5, 1.5, shape).astype(np.float32)
+    if name.endswith("bn.running_var"):
+        return rng.uniform(0.5, 2.0, shape).astype(np.float32)
+    if name.endswith(("bn.bias", "bn.running_mean")):
+        return rng.normal(0.0, 0.2, shape).astype(np.float32)
+    return rng.normal(0.0, 0.01, shape).astype(np.float32)  # fc.*, unused by the features
+
+
+def _images(seed: int, n: int, size: tuple[int, int], channels: int = 3) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(0.0, 1.0, (n, *size, channels)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def npz_weights(tmp_path_factory) -> Path:
+    """Random weights in the torch-free format, made without torch."""
+    rng = np.random.default_rng(0)
+    state = {name: _random_tensor(rng, name, shape) for name, shape in iw.state_dict_shapes().items()}
+    path = tmp_path_factory.mktemp("weights") / "fid_inception.npz"
+    np.savez(path, **state)
+    return path
+
+
+@pytest.fixture(scope="module")
+def features(npz_weights) -> fid.InceptionFeatures:
+    return fid.InceptionFeatures(npz_weights, batch_size=BATCH)
+
+
+# ----------------------------------------------------------------------------- weights files
+
+
+def test_missing_weights_names_the_file_to_supply(tmp_path, monkeypatch):
+    with pytest.raises(FileNotFoundError, match=r"pt_inception-2015-12-05-6726825d\.pth") as err:
+        iw.load_inception(tmp_path / "absent.pth")
+    assert str(tmp_path / "absent.pth") in str(err.value)
+    monkeypatch.delenv(iw.WEIGHTS_ENV_VAR, raising=False)
+    with pytest.raises(FileNotFoundError, match=r"pt_inception-2015-12-05-6726825d\.pth"):
+        fid.compute_statistics(iter([]), None)
+
+
+def test_npz_loads_without_torch_and_pth_asks_for_it(npz_weights, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` now raises ImportError
+    model = iw.load_inception(npz_weights)
+    with np.load(npz_weights) as data:
+        kernel = data["Mixed_6b.branch7x7_2.conv.weight"]  # (O, I, 1, 7)
+        np.testing.assert_array_equal(model.Mixed_6b.branch7x7_2.conv.kernel[...], kernel.transpose(2, 3, 1, 0))
+        np.testing.assert_array_equal(model.Mixed_7c.branch_pool.bn.var[...], data["Mixed_7c.branch_pool.bn.running_var"])
+    pth = tmp_path / iw.WEIGHTS_FILENAME
+    pth.write_bytes(b"not read")
+    with pytest.raises(ImportError, match=r"pip install torch.*shortcutlib\.metrics\.inception_weights convert"):
+        iw.load_inception(pth)
+
+
+def test_weights_with_wrong_names_or_shapes_are_refused(npz_weights, tmp_path):
+    with np.load(npz_weights) as data:
+        state = dict(data)
+    missing = {k: v for k, v in state.items() if k != "Mixed_5b.branch1x1.bn.bias"}
+    with pytest.raises(KeyError, match="Mixed_5b.branch1x1.bn.bias"):
+        iw.load_state_dict_into(iw.load_inception(npz_weights), missing)
+    wrong = dict(state, **{"Conv2d_1a_3x3.conv.weight": np.zeros((32, 3, 5, 5), np.float32)})
+    with pytest.raises(ValueError, match="Conv2d_1a_3x3.conv.weight"):
+        iw.load_state_dict_into(iw.load_inception(npz_weights), wrong)
+    extra = dict(state, **{"Mixed_8a.conv.weight": np.zeros(1, np.float32)})
+    with pytest.raises(KeyError, match="Mixed_8a"):
+        iw.load_state_dict_into(iw.load_inception(npz_weights), extra)
+
+
+# ----------------------------------------------------------------------------- statistics and distance
+
+
+def test_running_statistics_match_numpy_cov():
+    rng = np.random.default_rng(1)
+    feats = rng.normal(3.0, 2.0, (37, 6)) @ rng.normal(size=(6, 6))
+    stats = fid.RunningStatistics()
+    for chunk in np.split(feats, [5, 6, 30]):
+        stats.update(chunk)
+    mu, sigma = stats.result()
+    np.testing.assert_allclose(mu, feats.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(sigma, np.cov(feats, rowvar=False), rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match="at least 2 images"):
+        single = fid.RunningStatistics()
+        single.update(feats[:1])
+        single.result()
+
+
+def _random_gaussians(seed: int, dim: int):
+    rng = np.random.default_rng(seed)
+    a, b = rng.normal(size=(2, dim, 2 * dim))
+    return rng.normal(size=dim), a @ a.T / dim, rng.normal(size=dim), b @ b.T / dim
+
+
+def test_frechet_distance_closed_form():
+    mu1, mu2 = np.array([0.0, 1.0]), np.array([3.0, -1.0])
+    sigma1, sigma2 = np.diag([4.0, 1.0]), np.diag([1.0, 9.0])
+    # Commuting covariances: Tr(S1 + S2 - 2 sqrt(S1 S2)) = sum (sqrt(a) - sqrt(b))^2.
+    expected = 13.0 + (2.0 - 1.0) ** 2 + (1.0 - 3.0) ** 2
+    assert fid.frechet_distance(mu1, sigma1, mu2, sigma2) == pytest.approx(expected, rel=1e-12)
+    mu, sigma, _, _ = _random_gaussians(2, 8)
+    assert abs(fid.frechet_distance(mu, sigma, mu, sigma)) < 1e-10
+
+
+def test_frechet_distance_matches_pytorch_fid(monkeypatch):
+    fid_score = pytest.importorskip("pytorch_fid.fid_score")
+    for seed in range(3):
+        args = _random_gaussians(seed, 32)
+        assert fid.frechet_distance(*args) == pytest.approx(fid_score.calculate_frechet_distance(*args), rel=1e-12)
+
+    # An imaginary root with a real diagonal part is refused by both.
+    indefinite = (np.zeros(2), np.diag([1.0, -1.0]), np.zeros(2), np.eye(2))
+    for distance in (fid.frechet_distance, fid_score.calculate_frechet_distance):
+        with pytest.raises(ValueError, match="Imaginary component"):
+            distance(*indefinite)
+
+    # A non-finite first root takes the eps-offset path in both, with the same result.
+    real_sqrtm = scipy.linalg.sqrtm
+    calls = []
+
+    def first_call_fails(a, *args, **kwargs):
+        calls.append(1)
+        if len(calls) % 2 == 1:
+            nan = np.full_like(a, np.nan)
+            return (nan, np.inf) if kwargs.get("disp", True) is False else nan
+        return real_sqrtm(a)
+
+    monkeypatch.setattr(scipy.linalg, "sqrtm", first_call_fails)
+    args = _random_gaussians(5, 16)
+    ours = fid.frechet_distance(*args, eps=1e-2)
+    theirs = fid_score.calculate_frechet_distance(*args, eps=1e-2)
+    assert len(calls) == 4
+    monkeypatch.setattr(scipy.linalg, "sqrtm", real_sqrtm)
+    assert ours == pytest.approx(theirs, rel=1e-12)
+    assert ours != pytest.approx(fid.frechet_distance(*args), rel=1e-6)  # the offset did change it
+
+
+def test_statistics_roundtrip_and_missing_file(tmp_path):
+    mu, sigma, _, _ = _random_gaussians(3, 4)
+    path = fid.save_statistics(tmp_path / "ref_stats", mu, sigma)
+    assert path == tmp_path / "ref_stats"
+    loaded_mu, loaded_sigma = fid.load_statistics(path)
+    np.testing.assert_array_equal(loaded_mu, mu)
+    np.testing.assert_array_equal(loaded_sigma, sigma)
+    with pytest.raises(FileNotFoundError, match="shortcutlib.metrics.fid_stats"):
+        fid.load_statistics(tmp_path / "absent.npz")
+
+
+# ----------------------------------------------------------------------------- preprocessing
+
+
+@pytest.mark.parametrize("size", [(64, 64), (37, 53), (512, 400), (299, 299)])
+def test_resize_and_normalise_match_torch(size):
+    torch = pytest.importorskip("torch")
+    images = _images(4, 2, size)
+    ours = np.asarray(fid.preprocess(images))
+    nchw = torch.from_numpy(images.transpose(0, 3, 1, 2))
+    theirs = torch.nn.functional.interpolate(nchw, size=(299, 299), mode="bilinear", align_corners=False)
+    theirs = (2 * theirs - 1).numpy().transpose(0, 2, 3, 1)
+    np.testing.assert_allclose(ours, theirs, atol=1e-6, rtol=0)
+    # The 1-D weights are torch's bit for bit: resize one-hot columns to read them off.
+    for n in set(size):
+        one_hot = torch.eye(n).reshape(n, 1, n, 1)
+        torch_weights = torch.nn.functional.interpolate(one_hot, size=(299, 1), mode="bilinear", align_corners=False)
+        np.testing.assert_array_equal(fid.resize_matrix(n, 299), torch_weights[:, 0, :, 0].numpy().T)
+
+
+def test_resize_matrix_shrinks_without_antialias():
+    # Halving: each output is the mean of exactly two inputs (an antialiased
+    # resize would spread over four).
+    weights = fid.resize_matrix(8, 4)
+    np.testing.assert_array_equal(weights, np.kron(np.eye(4), [[0.5, 0.5]]))
+
+
+def test_images_are_checked_and_converted():
+    gray = np.full((1, 4, 4, 1), 255, np.uint8)
+    np.testing.assert_array_equal(fid.to_unit_rgb(gray), np.ones((1, 4, 4, 3), np.float32))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        fid.to_unit_rgb(np.full((1, 4, 4, 3), -1.0, np.float32))
+    with pytest.raises(ValueError, match="channels-last"):
+        fid.to_unit_rgb(np.zeros((1, 3, 4, 4), np.float32))
+
+
+# ----------------------------------------------------------------------------- the network
+
+
+def test_fid_of_a_set_against_itself_is_zero(features):
+    images = _images(6, 3, (32, 32))
+    mu, sigma = fid.compute_statistics([images[:1], images[1:]], features)
+    feats = features(images).astype(np.float64)
+    np.testing.assert_allclose(mu, feats.mean(axis=0), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(sigma, np.cov(feats, rowvar=False), rtol=1e-8, atol=1e-12)
+    assert fid.compute_fid([images], (mu, sigma), features) == pytest.approx(0.0, abs=1e-6 * np.trace(sigma))
+    other = fid.compute_fid([_images(7, 3, (32, 32)) * 0.5], (mu, sigma), features)
+    assert other > 1e-3 * np.trace(sigma)
+
+
+def test_fid_stats_command(features, npz_weights, tmp_path):
+    from PIL import Image
+
+    images = (_images(8, 3, (24, 24)) * 255).round().astype(np.uint8)
+    image_dir = tmp_path / "images"
+    image_dir.mkdir()
+    for i, image in enumerate(images):
+        Image.fromarray(image).save(image_dir / f"{i:02d}.png")
+    (image_dir / "notes.txt").write_text("not an image")
+    np.save(tmp_path / "images.npy", images)
+
+    expected_mu, expected_sigma = fid.compute_statistics([images], features)
+    for source in (["--images-dir", str(image_dir)], ["--npy", str(tmp_path / "images.npy")]):
+        out = tmp_path / f"stats_{source[0][2:]}.npz"
+        fid_stats.main([*source, "--weights", str(npz_weights), "--out", str(out), "--batch-size", str(BATCH)])
+        mu, sigma = fid.load_statistics(out)
+        np.testing.assert_allclose(mu, expected_mu, rtol=1e-6)
+        np.testing.assert_allclose(sigma, expected_sigma, rtol=1e-5, atol=1e-7 * np.abs(expected_sigma).max())
+
+
+# ----------------------------------------------------------------------------- parity with pytorch-fid
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """pytorch-fid's InceptionV3 with random weights (also saved as a .pth)."""
+    torch = pytest.importorskip("torch")
+    pfid = pytest.importorskip("pytorch_fid.inception")
+    rng = np.random.default_rng(1)
+    # The reference's own constructor gives the state_dict layout (fc, num_batches_tracked included).
+    layout = pfid._inception_v3(num_classes=1008, aux_logits=False, weights=None).state_dict()
+    state = {
+        name: value if name.endswith("num_batches_tracked") else torch.from_numpy(_random_tensor(rng, name, tuple(value.shape)))
+        for name, value in layout.items()
+    }
+    original = pfid.load_state_dict_from_url
+    pfid.load_state_dict_from_url = lambda *args, **kwargs: state  # instead of downloading
+    try:
+        model = pfid.InceptionV3([pfid.InceptionV3.BLOCK_INDEX_BY_DIM[2048]]).eval()
+    finally:
+        pfid.load_state_dict_from_url = original
+    pth = tmp_path_factory.mktemp("pth") / iw.WEIGHTS_FILENAME
+    torch.save(state, pth)
+
+    def run(images: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            out = model(torch.from_numpy(images.transpose(0, 3, 1, 2)))[0]
+        return out.squeeze(3).squeeze(2).numpy()
+
+    return run, pth
+
+
+@pytest.mark.parametrize("size,count", [((64, 64), 2), ((299, 299), 1)])
+def test_pool3_features_match_pytorch_fid(reference, size, count):
+    run_reference, pth = reference
+    images = _images(10 + count, count, size)
+    expected = run_reference(images)
+    ours = fid.InceptionFeatures(pth, batch_size=BATCH)(images)
+    assert ours.shape == expected.shape == (count, 2048)
+    # The features must carry signal, or agreement would prove little.
+    assert np.abs(expected).mean() > 1e-2 and (expected > 0).mean() > 0.2
+    rel = np.linalg.norm(ours - expected) / np.linalg.norm(expected)
+    assert rel < 1e-4, rel
+    np.testing.assert_allclose(ours, expected, rtol=1e-3, atol=1e-4 * np.abs(expected).max())
+
+
+def test_converted_npz_gives_identical_features(reference, tmp_path):
+    _, pth = reference
+    out = tmp_path / "converted.npz"
+    iw.main(["convert", "--pth", str(pth), "--out", str(out)])
+    with np.load(out) as data:
+        assert not any(k.startswith("fc.") or k.endswith("num_batches_tracked") for k in data.files)
+    images = _images(12, BATCH, (40, 40))
+    from_pth = fid.InceptionFeatures(pth, batch_size=BATCH)(images)
+    from_npz = fid.InceptionFeatures(out, batch_size=BATCH)(images)
+    np.testing.assert_array_equal(from_npz, from_pth)
