@@ -8,6 +8,7 @@ normalisers) and the resolved config.
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,13 @@ log = logging.getLogger(__name__)
 
 class Checkpointer:
     """Saves to ``<run_dir>/checkpoints/<step>``; orbax writes to a temporary folder and renames,
-    so a checkpoint is either complete or absent."""
+    so a checkpoint is either complete or absent.
+
+    Sharded states save from every process at once (each writes its own shards; orbax
+    coordinates), so with several processes every one of them must call ``save`` and
+    ``restore`` alike. A restore lands on the shardings of its target, so a checkpoint
+    written on one mesh resumes on another (4 devices to 1 or 8, replicated to FSDP).
+    """
 
     def __init__(self, directory: str | Path, *, max_to_keep: int = 3, async_save: bool = True):
         self.directory = Path(directory).absolute()
@@ -46,10 +53,12 @@ class Checkpointer:
         )
 
     def restore(self, target: Any, step: int | None = None) -> tuple[Any, dict[str, Any], int]:
-        """Restore onto the structure, dtypes and shardings of ``target``.
+        """Restore onto the structure, dtypes and shardings of ``target`` (arrays, or
+        ``jax.ShapeDtypeStruct`` leaves with shardings).
 
         Without ``step``, tries the newest checkpoint and falls back to older ones, with a
-        warning, when one cannot be read (a partial or corrupted save).
+        warning, when one cannot be read (a partial or corrupted save); the unreadable ones
+        are renamed ``<step>.unreadable-<time>`` so the resumed run can save those steps again.
         """
         steps = [step] if step is not None else sorted(self.all_steps(), reverse=True)
         if not steps:
@@ -63,11 +72,26 @@ class Checkpointer:
                 )
                 if errors:
                     log.warning("Checkpoint(s) %s could not be read; resumed from step %d instead.", [e[0] for e in errors], s)
+                    self._set_aside([e[0] for e in errors])
                 return restored["state"], dict(restored["meta"]), s
             except Exception as exc:  # orbax raises various types for partial or corrupt data
                 log.warning("Checkpoint at step %d is unreadable (%s: %s).", s, type(exc).__name__, exc)
                 errors.append((s, exc))
         raise RuntimeError(f"No readable checkpoint in {self.directory}; tried steps {steps}.") from errors[-1][1]
+
+    def _set_aside(self, steps: list[int]) -> None:
+        if jax.process_index() == 0:
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            for s in steps:
+                path = self.directory / str(s)
+                if path.exists():
+                    path.rename(path.with_name(f"{s}.unreadable-{stamp}"))
+                    log.warning("Moved the unreadable checkpoint %s to %s.", path, path.name + f".unreadable-{stamp}")
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices("checkpoint_set_aside")
+        self.manager.reload()
 
     def wait(self) -> None:
         self.manager.wait_until_finished()

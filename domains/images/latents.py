@@ -31,11 +31,12 @@ from typing import Any
 
 import numpy as np
 
-from domains.images.preprocess import to_model_range
+from domains.images.preprocess import flip_mask, to_model_range
 from domains.images.sources import (
     DataMissingError,
     ImageSource,
     epoch_batches,
+    flip_rng,
     image_batches,
     open_source,
     ordered_batches,
@@ -188,7 +189,8 @@ class LatentSource:
     """Random access to pre-encoded latents (memory-mapped shards).
 
     ``batches`` yields ``{"x": float32 (B, *latent_shape), "cond": int32 (B,) or None}``
-    over reshuffled epochs of this process's shard of the examples.
+    over reshuffled epochs of this process's shard of the examples: the same examples and,
+    when flips are stored, the same flips as the pixel pipeline with that seed.
     """
 
     def __init__(self, directory: str | os.PathLike):
@@ -242,7 +244,7 @@ class LatentSource:
     ) -> Iterator[dict[str, Any]]:
         indices = process_shard(len(self), process_index, process_count)
         for number, idx in epoch_batches(indices, batch_size, seed, start_batch, shuffle=shuffle):
-            variant = np.random.default_rng([seed, number, 1]).integers(0, 2, len(idx)) if self.flip else None
+            variant = flip_mask(flip_rng(seed, number), len(idx)).astype(np.int64) if self.flip else None
             cond = self.labels[idx] if conditional and self.num_classes > 0 else None
             yield {"x": self.read(idx, variant), "cond": cond}
 

@@ -42,9 +42,15 @@ def center_crop_resize(image: Image.Image | np.ndarray, size: int = 256) -> np.n
     return np.ascontiguousarray(arr[top : top + size, left : left + size])
 
 
+def flip_mask(rng: np.random.Generator, n: int, prob: float = 0.5) -> np.ndarray:
+    """Which of ``n`` examples to mirror. Pixel batches and pre-encoded latents draw it alike,
+    so both streams see the same flips for the same seed."""
+    return rng.random(n) < prob
+
+
 def random_flip(images: np.ndarray, rng: np.random.Generator, prob: float = 0.5) -> np.ndarray:
     """Flip each image of an NHWC batch left-right with probability ``prob``."""
-    flip = rng.random(images.shape[0]) < prob
+    flip = flip_mask(rng, images.shape[0], prob)
     out = images.copy()
     out[flip] = images[flip, :, ::-1]
     return out

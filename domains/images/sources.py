@@ -306,6 +306,11 @@ def prefetch_map(fn: Callable[[Any], Any], batches: Iterator[Any], num_workers: 
             yield pending.popleft().result()
 
 
+def flip_rng(seed: int, batch_number: int) -> np.random.Generator:
+    """The generator of batch ``batch_number``'s random flips (shared with pre-encoded latents)."""
+    return np.random.default_rng([seed, batch_number, 1])
+
+
 def image_batches(
     source: ImageSource,
     index_batches: Iterator[tuple[int, np.ndarray]],
@@ -318,8 +323,8 @@ def image_batches(
 ) -> Iterator[dict[str, np.ndarray]]:
     """Decoded, centre-cropped uint8 NHWC batches ``{"images", "labels", "indices"}``.
 
-    The flip mask of batch ``k`` is drawn from ``(seed, k)``: reproducible on resume and
-    independent of thread scheduling.
+    The flip mask of batch ``k`` comes from :func:`flip_rng` ``(seed, k)``: reproducible on
+    resume and independent of thread scheduling.
     """
     pool = ThreadPoolExecutor(max(num_workers, 1))
 
@@ -328,7 +333,7 @@ def image_batches(
         items, labels = source.read(idx)
         images = np.stack(list(pool.map(lambda item: center_crop_resize(source.decode(item), image_size), items)))
         if flip:
-            images = random_flip(images, np.random.default_rng([seed, number, 1]))
+            images = random_flip(images, flip_rng(seed, number))
         return {"images": images, "labels": labels, "indices": np.asarray(idx)}
 
     try:

@@ -14,6 +14,7 @@ model space is latents scaled by ``scaling_factor``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import warnings
@@ -309,6 +310,28 @@ def load_vae(path: str | Path, dtype: Any = jnp.float32) -> AutoencoderKL:
 # ----------------------------------------------------------------------------- codec
 
 
+# Module-level so that every codec over the same architecture shares one compilation cache.
+@functools.partial(jax.jit, static_argnums=(0, 4))
+def _encode_latents(graphdef: nnx.GraphDef, params: nnx.State, x: jax.Array, key: jax.Array, sample: bool) -> jax.Array:
+    vae = nnx.merge(graphdef, params)
+    mean, logvar = vae.encode(x.astype(_param_dtype(params)))
+    z = mean.astype(jnp.float32)
+    if sample:
+        z = z + jnp.exp(0.5 * logvar.astype(jnp.float32)) * jax.random.normal(key, z.shape, jnp.float32)
+    return (z - (vae.config.shift_factor or 0.0)) * vae.config.scaling_factor
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _decode_latents(graphdef: nnx.GraphDef, params: nnx.State, z: jax.Array) -> jax.Array:
+    vae = nnx.merge(graphdef, params)
+    z = z.astype(jnp.float32) / vae.config.scaling_factor + (vae.config.shift_factor or 0.0)
+    return vae.decode(z.astype(_param_dtype(params))).astype(jnp.float32)
+
+
+def _param_dtype(params: nnx.State) -> Any:
+    return jax.tree.leaves(params)[0].dtype
+
+
 class VAECodec:
     """Images in [-1, 1] (NHWC) <-> latents ``(z - shift_factor) * scaling_factor``.
 
@@ -325,35 +348,22 @@ class VAECodec:
         self.sample = sample
         self.chunk_size = chunk_size
         self._graphdef, self._params = nnx.split(vae)
-        self._dtype = jax.tree.leaves(self._params)[0].dtype
-        self._encode = jax.jit(self._encode_fn)
-        self._decode = jax.jit(self._decode_fn)
 
     def latent_shape(self, height: int, width: int) -> tuple[int, int, int]:
         """Model-space shape of one image of that size."""
         f = self.config.downsample_factor
         return (height // f, width // f, self.config.latent_channels)
 
-    def _encode_fn(self, params: nnx.State, x: jax.Array, key: jax.Array) -> jax.Array:
-        mean, logvar = nnx.merge(self._graphdef, params).encode(x.astype(self._dtype))
-        z = mean.astype(jnp.float32)
-        if self.sample:
-            std = jnp.exp(0.5 * logvar.astype(jnp.float32))
-            z = z + std * jax.random.normal(key, z.shape, jnp.float32)
-        return (z - (self.config.shift_factor or 0.0)) * self.config.scaling_factor
-
-    def _decode_fn(self, params: nnx.State, z: jax.Array) -> jax.Array:
-        z = z.astype(jnp.float32) / self.config.scaling_factor + (self.config.shift_factor or 0.0)
-        return nnx.merge(self._graphdef, params).decode(z.astype(self._dtype)).astype(jnp.float32)
-
     def encode(self, x: Any, key: jax.Array | None = None) -> jax.Array:
         if self.sample and key is None:
             raise ValueError("This VAECodec samples the posterior (sample=True): pass encode(x, key=...).")
         key = jax.random.key(0) if key is None else key
-        return self._chunked(lambda i, xs: self._encode(self._params, xs, jax.random.fold_in(key, i)), x)
+        return self._chunked(
+            lambda i, xs: _encode_latents(self._graphdef, self._params, xs, jax.random.fold_in(key, i), self.sample), x
+        )
 
     def decode(self, z: Any) -> jax.Array:
-        return self._chunked(lambda i, zs: self._decode(self._params, zs), z)
+        return self._chunked(lambda i, zs: _decode_latents(self._graphdef, self._params, zs), z)
 
     def _chunked(self, fn: Callable[[int, jax.Array], jax.Array], x: Any) -> jax.Array:
         if np.ndim(x) != 4:

@@ -104,11 +104,12 @@ def load_into(model: nnx.Module, tensors: Mapping[str, np.ndarray]) -> None:
     mismatched, new = [], []
     for key in sorted(set(by_key) & set(tensors)):
         path, var = by_key[key]
-        value = from_torch_layout(np.asarray(tensors[key]), len(var.value.shape))
-        if value.shape != tuple(var.value.shape):
-            mismatched.append(f"{key}: checkpoint {tensors[key].shape} -> {value.shape}, model {var.value.shape}")
+        target = var.get_value()  # an array, or a ShapeDtypeStruct for an abstract model
+        value = from_torch_layout(np.asarray(tensors[key]), len(target.shape))
+        if value.shape != tuple(target.shape):
+            mismatched.append(f"{key}: checkpoint {tensors[key].shape} -> {value.shape}, model {target.shape}")
             continue
-        new.append((path, var.replace(jnp.asarray(value, dtype=var.value.dtype))))
+        new.append((path, var.replace(jnp.asarray(value, dtype=target.dtype))))
     problems = [
         _listing(title, items)
         for title, items in [("missing from the checkpoint", missing), ("unexpected in the checkpoint", unexpected),
@@ -126,6 +127,6 @@ def load_into(model: nnx.Module, tensors: Mapping[str, np.ndarray]) -> None:
 def export_state_dict(model: nnx.Module) -> dict[str, np.ndarray]:
     """The inverse of ``load_into``: a diffusers-layout state dict, e.g. for safetensors.numpy.save_file."""
     return {
-        diffusers_key(path): np.ascontiguousarray(to_torch_layout(np.asarray(var.value)))
+        diffusers_key(path): np.ascontiguousarray(to_torch_layout(np.asarray(var.get_value())))
         for path, var in nnx.to_flat_state(nnx.state(model, nnx.Param))
     }

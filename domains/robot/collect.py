@@ -2,8 +2,9 @@
 
     python -m domains.robot.collect task=reacher num_episodes=100 out_dir=data/reacher [seed=0] [elbow=random]
 
-Extra ``key=value`` arguments go to the task's expert (``elbow`` for reacher, ``oracle``
-and ``noise`` for cube_single, ``kp``/``kd`` for the PointMaze and Reacher experts).
+Extra ``key=value`` arguments go to the task's expert: ``elbow`` (up, down, random) for
+reacher, ``oracle`` (markov, plan) and ``noise`` for cube_single, ``kp``/``kd`` for the
+PointMaze and Reacher experts.
 
 Both files hold the flat observation of ``TaskSpec.obs_fn``:
 
@@ -32,6 +33,7 @@ import numpy as np
 
 from domains.robot.tasks import TaskSpec, episode_seed, get_task
 
+USAGE = "python -m domains.robot.collect task=reacher num_episodes=100 out_dir=data [seed=0] [expert_key=value ...]"
 COLLECT_STREAM = 0  # seed stream of collected episodes (evaluation uses 1)
 
 
@@ -161,7 +163,9 @@ def write_minari(episodes: list[Episode], root: Path, task: str, env: Any, descr
     return dataset_id
 
 
-def collect(task: str, num_episodes: int, out_dir: Path, seed: int = 0, progress: bool = True, **expert_kwargs: Any) -> dict[str, Any]:
+def collect(
+    task: str, num_episodes: int, out_dir: Path, seed: int = 0, progress: bool = True, **expert_kwargs: Any
+) -> dict[str, Any]:
     """Roll out the task's scripted expert for ``num_episodes`` episodes and write both datasets.
 
     Returns hdf5 (Path), minari_root (Path, the MINARI_DATASETS_PATH to load from),
@@ -185,7 +189,7 @@ def collect(task: str, num_episodes: int, out_dir: Path, seed: int = 0, progress
         attrs.update({f"expert_{k}": str(v) for k, v in expert_kwargs.items()})
         hdf5 = write_hdf5(episodes, out_dir / f"{task}_expert.hdf5", attrs)
         root = out_dir / "minari"
-        description = f"Scripted expert on {spec.env_id} ({spec.description}) expert kwargs {expert_kwargs}, seed {seed}."
+        description = f"Scripted expert, {spec.description} Expert kwargs {expert_kwargs}, seed {seed}."
         dataset_id = write_minari(episodes, root, task, env, description)
     finally:
         env.close()
@@ -216,14 +220,13 @@ def main(argv: list[str]) -> dict[str, Any]:
     for item in argv:
         key, sep, value = item.partition("=")
         if not sep:
-            raise SystemExit(f"Arguments are key=value (e.g. task=reacher num_episodes=100 out_dir=data); got {item!r}.")
+            raise SystemExit(f"Arguments are key=value, got {item!r}. Usage: {USAGE}")
         args[key] = _parse_value(value)
     missing = {"task", "num_episodes", "out_dir"} - set(args)
     if missing:
-        raise SystemExit(f"Missing arguments {sorted(missing)}: python -m domains.robot.collect task=reacher num_episodes=100 out_dir=data")
-    result = collect(
-        str(args.pop("task")), int(args.pop("num_episodes")), Path(str(args.pop("out_dir"))), seed=int(args.pop("seed", 0)), **args
-    )
+        raise SystemExit(f"Missing arguments {sorted(missing)}. Usage: {USAGE}")
+    task, num_episodes, out_dir = str(args.pop("task")), int(args.pop("num_episodes")), Path(str(args.pop("out_dir")))
+    result = collect(task, num_episodes, out_dir, seed=int(args.pop("seed", 0)), **args)
     for key, value in result.items():
         print(f"{key}: {value}")
     return result

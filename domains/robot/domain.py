@@ -4,8 +4,8 @@ Data space is raw action chunks (H, A); the codec is the min/max action normalis
 space is [-1, 1] per action dimension. The condition is the observation history (To,
 obs_dim), normalised by the domain itself (the core never sees raw observations). Both
 normalisers are fitted on the training split and travel with the checkpoint through
-``state()``/``load_state()``. The configuration is ``configs/domain/robot.yaml``; any keys
-given to the constructor override it.
+``state()``/``load_state()``. The configuration is the ``domain`` node of
+``configs/domain/robot.yaml``; any keys given to the constructor override it.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ Policy = Callable[[np.ndarray], np.ndarray]
 
 def load_config(cfg: Mapping[str, Any] | DictConfig | None = None) -> DictConfig:
     """``configs/domain/robot.yaml`` with ``cfg`` merged over it, null keys filled from the task preset."""
-    merged = OmegaConf.merge(OmegaConf.load(DEFAULTS_FILE), cfg or {})
+    merged = OmegaConf.merge(OmegaConf.load(DEFAULTS_FILE).domain, cfg or {})
     if merged.source not in SOURCES:
         raise ValueError(f"domain.source must be one of {SOURCES}, got {merged.source!r}.")
     preset = merged.presets.get(merged.task) or {}
@@ -57,8 +57,8 @@ def load_config(cfg: Mapping[str, Any] | DictConfig | None = None) -> DictConfig
         merged.num_demos = preset.get("num_demos", 100)
     if merged.dataset_id is None:
         merged.dataset_id = preset.get("dataset_id")
-    if merged.eval.num_episodes is None:
-        merged.eval.num_episodes = preset.get("eval_episodes", 50)
+    if merged.rollout.num_episodes is None:
+        merged.rollout.num_episodes = preset.get("rollout_episodes", 50)
     return merged
 
 
@@ -98,7 +98,8 @@ def collect_local(cfg: DictConfig) -> Path:
     expert = OmegaConf.to_container(cfg.expert, resolve=True) or {}
     result = collect(str(cfg.task), int(cfg.num_demos), tmp, seed=int(cfg.collect_seed), **expert)
     info = {k: _relative(v, tmp) for k, v in dict(result).items()}
-    (tmp / MANIFEST).write_text(json.dumps({"hdf5": _relative(Path(result["hdf5"]), tmp), "collect": info}, indent=1, default=str))
+    manifest_data = {"hdf5": _relative(Path(result["hdf5"]), tmp), "collect": info}
+    (tmp / MANIFEST).write_text(json.dumps(manifest_data, indent=1, default=str))
     try:
         tmp.rename(folder)
     except OSError:  # another process finished first: use its copy
@@ -119,7 +120,7 @@ def load_episodes(cfg: DictConfig) -> Episodes:
     if cfg.path is None:
         raise ValueError(f"source={cfg.source} needs domain.path, the dataset file.")
     if cfg.source == "hdf5":
-        return read_d4rl_hdf5(cfg.path, obs_keys=obs_keys, max_episodes=limit)
+        return read_d4rl_hdf5(cfg.path, obs_keys=obs_keys, extra_obs=list(cfg.extra_obs), max_episodes=limit)
     return read_ogbench_npz(cfg.path, max_episodes=limit)
 
 
@@ -151,9 +152,12 @@ class RobotDomain:
         # Without a validation split (val_fraction=0) the held-out views fall back to training data.
         self._held_out = self.val_episodes if self.val_episodes is not None else self.train_episodes
         self._val_idx = window_indices(self._held_out, self.obs_horizon, self.horizon)
-        log.info("Robot data: %d train / %d validation episodes, %d training windows.",
-                 self.train_episodes.num_episodes, 0 if self.val_episodes is None else self.val_episodes.num_episodes,
-                 len(self._train_idx[0]))
+        log.info(
+            "Robot data: %d train / %d validation episodes, %d training windows.",
+            self.train_episodes.num_episodes,
+            0 if self.val_episodes is None else self.val_episodes.num_episodes,
+            len(self._train_idx[0]),
+        )
 
     # --- codec and persistent state ----------------------------------------------------------
     @property
@@ -228,7 +232,7 @@ class RobotDomain:
         """Raw observation history (N, To, obs_dim) -> raw action chunk (N, H, A), fresh noise per call."""
         base = jax.random.key(seed)
         calls = itertools.count()
-        clip = bool(self.cfg.eval.clip_actions) and self.action_normalizer.mode == "minmax"
+        clip = bool(self.cfg.rollout.clip_actions) and self.action_normalizer.mode == "minmax"
 
         def policy(obs_history: np.ndarray) -> np.ndarray:
             obs = np.asarray(obs_history, np.float32)
@@ -243,12 +247,12 @@ class RobotDomain:
     def evaluate(self, sample_fn: SampleFn, steps: Sequence[int], out_dir: Path) -> dict[str, float]:
         """Roll out the policy for each step budget: ``success@n``, ``return@n``, ``length@n``, ``latency_ms@n``.
 
-        With ``eval.video`` the first episode of the 1-step policy is written to
-        ``out_dir/videos/<task>_1step.<eval.video_format>``.
+        With ``rollout.video`` the first episode of the 1-step policy is written to
+        ``out_dir/videos/<task>_1step.<rollout.video_format>``.
         """
         from domains.robot.rollout import evaluate_policy
 
-        ecfg = self.cfg.eval
+        ecfg = self.cfg.rollout
         metrics: dict[str, float] = {}
         for n in steps:
             video = None
@@ -271,7 +275,11 @@ class RobotDomain:
         """Predicted vs demonstrated chunks for a few validation observations, one row each."""
         vcfg = self.cfg.visualize
         n_obs, n_samples = int(vcfg.num_obs), int(vcfg.num_samples)
-        rows = np.random.default_rng(0).choice(len(self._val_idx[0]), n_obs, replace=n_obs > len(self._val_idx[0]))
+        # Spread over episodes and over time inside them (early steps are where modes split).
+        eps = self._held_out
+        k = np.arange(n_obs)
+        ep = k % eps.num_episodes
+        rows = eps.starts[ep] + (k * eps.lengths[ep]) // n_obs
         batch = self._windows(self._held_out, self._val_idx, rows)
         cond = np.repeat(batch["cond"], n_samples, axis=0)
         predicted = {}
@@ -312,6 +320,8 @@ def plot_chunks(demo: np.ndarray, predicted: Mapping[int, np.ndarray], path: Pat
             if r == rows - 1:
                 ax.set_xlabel("chunk step")
         axes[r, 0].set_ylabel(f"val obs {r}\naction")
+    handles = [plt.Line2D([], [], color=colors(a % 10), label=f"action {a}") for a in range(action_dim)]
+    axes[0, -1].legend(handles=handles, fontsize="small", loc="best")
     fig.suptitle(title)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

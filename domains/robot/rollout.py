@@ -60,7 +60,7 @@ def evaluate_policy(
     num_envs: int = 1,
     record_video: Path | None = None,
     video_fps: int = 20,
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """Run ``num_episodes`` episodes of ``policy`` on ``task`` and return its metrics.
 
     Returns success_rate, mean_return, mean_length (steps per episode), policy_latency_ms
@@ -132,7 +132,8 @@ def evaluate_policy(
 
 
 def _check_chunks(chunks: np.ndarray, batch: int, action_horizon: int, action_dim: int) -> None:
-    if chunks.ndim != 3 or chunks.shape[0] != batch or chunks.shape[2] != action_dim or chunks.shape[1] < action_horizon:
+    ok = chunks.ndim == 3 and chunks.shape[0] == batch and chunks.shape[2] == action_dim
+    if not ok or chunks.shape[1] < action_horizon:
         raise ValueError(
             f"The policy must return action chunks of shape (N={batch}, H>={action_horizon}, {action_dim}); "
             f"got {chunks.shape}."

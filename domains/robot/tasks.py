@@ -224,7 +224,8 @@ TASKS: dict[str, TaskSpec] = {
         success_fn=info_success,
         max_episode_steps=200,
         reset_options=_cube_reset_options,
-        description="OGBench cube-single-v0 on its 5 evaluation tasks; obs (31,) = OGBench state (28) + goal cube position (3).",
+        description="OGBench cube-single-v0 on its 5 evaluation tasks; obs (31,) = OGBench state (28) + goal cube "
+        "position (3).",
     ),
 }
 

@@ -85,7 +85,7 @@ def write_video(frames: Sequence[np.ndarray], path: Path, fps: int = 20) -> Path
         try:
             imageio.mimsave(path, frames, fps=fps, macro_block_size=1)
         except (ImportError, ValueError, RuntimeError) as e:
-            raise RuntimeError(f"Writing MP4 needs imageio-ffmpeg (pip install imageio-ffmpeg); or use a .gif path. ({e})") from e
+            raise RuntimeError(f"Writing MP4 needs imageio-ffmpeg (pip install imageio-ffmpeg), or use a .gif path: {e}") from e
     else:
         raise ValueError(f"Unsupported video format {suffix!r}; use '.gif' or '.mp4'.")
     return path

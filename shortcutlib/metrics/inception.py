@@ -23,6 +23,7 @@ from functools import partial
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 FEATURE_DIM = 2048
@@ -36,7 +37,12 @@ def _pair(value: IntPair) -> tuple[int, int]:
 
 
 class BasicConv2d(nnx.Module):
-    """Conv (no bias) -> batch norm (inference statistics) -> ReLU."""
+    """Conv (no bias) -> batch norm with running statistics -> ReLU.
+
+    Variables start as placeholders (zeros, unit scale and variance): this network
+    is only ever used with pretrained weights, loaded by ``inception_weights``.
+    They are created from numpy so that building the 94 layers costs no JAX work.
+    """
 
     def __init__(
         self,
@@ -47,25 +53,28 @@ class BasicConv2d(nnx.Module):
         stride: int = 1,
         padding: IntPair = 0,
         precision: jax.lax.PrecisionLike,
-        rngs: nnx.Rngs,
     ):
         pad_h, pad_w = _pair(padding)
-        self.conv = nnx.Conv(
-            in_channels,
-            out_channels,
-            _pair(kernel_size),
-            strides=stride,
-            padding=((pad_h, pad_h), (pad_w, pad_w)),
-            use_bias=False,
-            precision=precision,
-            rngs=rngs,
-        )
-        self.bn = nnx.BatchNorm(
-            out_channels, use_running_average=True, epsilon=BN_EPS, rngs=rngs
-        )
+        self.stride = stride
+        self.padding = ((pad_h, pad_h), (pad_w, pad_w))
+        self.precision = precision
+        self.kernel = nnx.Param(np.zeros((*_pair(kernel_size), in_channels, out_channels), np.float32))
+        self.scale = nnx.Param(np.ones(out_channels, np.float32))
+        self.bias = nnx.Param(np.zeros(out_channels, np.float32))
+        self.mean = nnx.BatchStat(np.zeros(out_channels, np.float32))
+        self.var = nnx.BatchStat(np.ones(out_channels, np.float32))
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return jax.nn.relu(self.bn(self.conv(x)))
+        y = jax.lax.conv_general_dilated(
+            x,
+            self.kernel[...],
+            window_strides=(self.stride, self.stride),
+            padding=self.padding,
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            precision=self.precision,
+        )
+        y = (y - self.mean[...]) * jax.lax.rsqrt(self.var[...] + BN_EPS) * self.scale[...] + self.bias[...]
+        return jax.nn.relu(y)
 
 
 def _avg_pool_3x3_same(x: jax.Array) -> jax.Array:
@@ -85,8 +94,8 @@ def _concat(parts: Sequence[jax.Array]) -> jax.Array:
 class FIDInceptionA(nnx.Module):
     """Mixed_5b/5c/5d."""
 
-    def __init__(self, in_channels: int, pool_features: int, *, precision, rngs: nnx.Rngs):
-        conv = partial(BasicConv2d, precision=precision, rngs=rngs)
+    def __init__(self, in_channels: int, pool_features: int, *, precision):
+        conv = partial(BasicConv2d, precision=precision)
         self.branch1x1 = conv(in_channels, 64, 1)
         self.branch5x5_1 = conv(in_channels, 48, 1)
         self.branch5x5_2 = conv(48, 64, 5, padding=2)
@@ -105,8 +114,8 @@ class FIDInceptionA(nnx.Module):
 class InceptionB(nnx.Module):
     """Mixed_6a (grid reduction 35 -> 17)."""
 
-    def __init__(self, in_channels: int, *, precision, rngs: nnx.Rngs):
-        conv = partial(BasicConv2d, precision=precision, rngs=rngs)
+    def __init__(self, in_channels: int, *, precision):
+        conv = partial(BasicConv2d, precision=precision)
         self.branch3x3 = conv(in_channels, 384, 3, stride=2)
         self.branch3x3dbl_1 = conv(in_channels, 64, 1)
         self.branch3x3dbl_2 = conv(64, 96, 3, padding=1)
@@ -120,8 +129,8 @@ class InceptionB(nnx.Module):
 class FIDInceptionC(nnx.Module):
     """Mixed_6b/6c/6d/6e (factorised 7x7 convolutions)."""
 
-    def __init__(self, in_channels: int, channels_7x7: int, *, precision, rngs: nnx.Rngs):
-        conv = partial(BasicConv2d, precision=precision, rngs=rngs)
+    def __init__(self, in_channels: int, channels_7x7: int, *, precision):
+        conv = partial(BasicConv2d, precision=precision)
         c7 = channels_7x7
         self.branch1x1 = conv(in_channels, 192, 1)
         self.branch7x7_1 = conv(in_channels, c7, 1)
@@ -152,8 +161,8 @@ class FIDInceptionC(nnx.Module):
 class InceptionD(nnx.Module):
     """Mixed_7a (grid reduction 17 -> 8)."""
 
-    def __init__(self, in_channels: int, *, precision, rngs: nnx.Rngs):
-        conv = partial(BasicConv2d, precision=precision, rngs=rngs)
+    def __init__(self, in_channels: int, *, precision):
+        conv = partial(BasicConv2d, precision=precision)
         self.branch3x3_1 = conv(in_channels, 192, 1)
         self.branch3x3_2 = conv(192, 320, 3, stride=2)
         self.branch7x7x3_1 = conv(in_channels, 192, 1)
@@ -172,8 +181,8 @@ class InceptionD(nnx.Module):
 class FIDInceptionE(nnx.Module):
     """Mixed_7b (average-pool branch) and Mixed_7c (max-pool branch)."""
 
-    def __init__(self, in_channels: int, *, max_pool_branch: bool, precision, rngs: nnx.Rngs):
-        conv = partial(BasicConv2d, precision=precision, rngs=rngs)
+    def __init__(self, in_channels: int, *, max_pool_branch: bool, precision):
+        conv = partial(BasicConv2d, precision=precision)
         self.max_pool_branch = max_pool_branch
         self.branch1x1 = conv(in_channels, 320, 1)
         self.branch3x3_1 = conv(in_channels, 384, 1)
@@ -202,9 +211,9 @@ class FIDInceptionV3(nnx.Module):
     convolutions to reduced-precision (TF32/bf16) passes: FID is sensitive to it.
     """
 
-    def __init__(self, *, rngs: nnx.Rngs, precision: jax.lax.PrecisionLike = jax.lax.Precision.HIGHEST):
-        conv = partial(BasicConv2d, precision=precision, rngs=rngs)
-        kw = dict(precision=precision, rngs=rngs)
+    def __init__(self, *, precision: jax.lax.PrecisionLike = jax.lax.Precision.HIGHEST):
+        conv = partial(BasicConv2d, precision=precision)
+        kw = dict(precision=precision)
         self.Conv2d_1a_3x3 = conv(3, 32, 3, stride=2)
         self.Conv2d_2a_3x3 = conv(32, 32, 3)
         self.Conv2d_2b_3x3 = conv(32, 64, 3, padding=1)

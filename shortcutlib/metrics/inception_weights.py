@@ -38,13 +38,13 @@ WEIGHTS_ENV_VAR = "SHORTCUTLIB_FID_WEIGHTS"
 _IGNORED_PREFIXES = ("fc.", "AuxLogits.")
 _IGNORED_SUFFIXES = (".num_batches_tracked",)
 
-# torch BasicConv2d tensor suffix -> (attribute path in BasicConv2d, layout change).
+# torch BasicConv2d tensor suffix -> (BasicConv2d variable, layout change).
 _CONV_TENSORS = {
-    "conv.weight": (("conv", "kernel"), (2, 3, 1, 0)),  # OIHW -> HWIO
-    "bn.weight": (("bn", "scale"), None),
-    "bn.bias": (("bn", "bias"), None),
-    "bn.running_mean": (("bn", "mean"), None),
-    "bn.running_var": (("bn", "var"), None),
+    "conv.weight": ("kernel", (2, 3, 1, 0)),  # OIHW -> HWIO
+    "bn.weight": ("scale", None),
+    "bn.bias": ("bias", None),
+    "bn.running_mean": ("mean", None),
+    "bn.running_var": ("var", None),
 }
 
 
@@ -105,11 +105,10 @@ def _conv_modules(model: FIDInceptionV3) -> dict[str, BasicConv2d]:
 
 def state_dict_shapes() -> dict[str, tuple[int, ...]]:
     """torch name -> torch shape of every tensor the FID Inception reads from a weights file."""
-    model = nnx.eval_shape(lambda: FIDInceptionV3(rngs=nnx.Rngs(0)))
     shapes = {}
-    for prefix, module in _conv_modules(model).items():
-        for suffix, (attr_path, perm) in _CONV_TENSORS.items():
-            shape = getattr(getattr(module, attr_path[0]), attr_path[1]).get_value().shape
+    for prefix, module in _conv_modules(FIDInceptionV3()).items():
+        for suffix, (attr, perm) in _CONV_TENSORS.items():
+            shape = getattr(module, attr).get_value().shape
             # Undo the layout change: torch shape[perm[i]] = ours[i].
             shapes[f"{prefix}.{suffix}"] = tuple(shape[perm.index(i)] for i in range(len(shape))) if perm else tuple(shape)
     return shapes
@@ -119,7 +118,7 @@ def load_state_dict_into(model: FIDInceptionV3, state: Mapping[str, np.ndarray])
     """Copy torch-named tensors into ``model`` (in place); names and shapes must match exactly."""
     expected: set[str] = set()
     for prefix, module in _conv_modules(model).items():
-        for suffix, (attr_path, perm) in _CONV_TENSORS.items():
+        for suffix, (attr, perm) in _CONV_TENSORS.items():
             key = f"{prefix}.{suffix}"
             expected.add(key)
             if key not in state:
@@ -127,7 +126,7 @@ def load_state_dict_into(model: FIDInceptionV3, state: Mapping[str, np.ndarray])
             value = np.asarray(state[key], dtype=np.float32)
             if perm is not None:
                 value = value.transpose(perm)
-            variable = getattr(getattr(module, attr_path[0]), attr_path[1])
+            variable = getattr(module, attr)
             target_shape = tuple(variable.get_value().shape)
             if target_shape != value.shape:
                 raise ValueError(
@@ -146,10 +145,7 @@ def load_inception(
     precision: jax.lax.PrecisionLike = jax.lax.Precision.HIGHEST,
 ) -> FIDInceptionV3:
     """Build ``FIDInceptionV3`` from a ``.pth``/``.npz`` weights file (see module doc)."""
-    state = read_state_dict(path)
-    # Build abstractly: every variable is then overwritten from the file.
-    model = nnx.eval_shape(lambda: FIDInceptionV3(rngs=nnx.Rngs(0), precision=precision))
-    return load_state_dict_into(model, state)
+    return load_state_dict_into(FIDInceptionV3(precision=precision), read_state_dict(path))
 
 
 def convert(pth: str | os.PathLike, out: str | os.PathLike) -> Path:
@@ -157,7 +153,7 @@ def convert(pth: str | os.PathLike, out: str | os.PathLike) -> Path:
     state = _read_pth(resolve_weights_path(pth))
     used = {k: v for k, v in state.items() if _used(k)}
     # Check against the architecture before writing, so a wrong file fails here.
-    load_state_dict_into(nnx.eval_shape(lambda: FIDInceptionV3(rngs=nnx.Rngs(0))), used)
+    load_state_dict_into(FIDInceptionV3(), used)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "wb") as f:  # a file object keeps the name as given (no added .npz)

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import logging
-import math
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -20,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from domains.base import Domain
+from shortcutlib import parallel
 from shortcutlib.checkpoint import Checkpointer
 from shortcutlib.objectives import get_objective, make_config
 from shortcutlib.train.logging import MetricsLogger
@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 
 class NonFiniteLossError(RuntimeError):
-    pass
+    """The loss or a gradient became NaN/inf (with ``train.on_nonfinite=stop``)."""
 
 
 @dataclass
@@ -96,80 +96,200 @@ class PreemptionGuard:
             signal.signal(sig, handler)
 
 
-def encoded_batches(domain: Domain, batch_size: int, seed: int, start_batch: int) -> Iterator[dict[str, Any]]:
+def encoded_batches(
+    domain: Domain, batch_size: int, seed: int, start_batch: int, rows: slice | None = None
+) -> Iterator[dict[str, Any]]:
+    """Encoded training batches; with ``rows``, only those rows of every global batch are kept
+    (and encoded): a process's share of a global batch that every process draws alike."""
     for batch in domain.train_data(batch_size, seed, start_batch=start_batch):
-        yield {"x": np.asarray(domain.codec.encode(batch["x"]), np.float32), "cond": batch.get("cond")}
+        x, cond = batch["x"], batch.get("cond")
+        if rows is not None:
+            x = np.asarray(x)[rows]
+            cond = jax.tree.map(lambda a: np.asarray(a)[rows], cond)
+        yield {"x": np.asarray(domain.codec.encode(x), np.float32), "cond": cond}
 
 
-def train(cfg: DictConfig, domain: Domain, run_dir: Path, *, run: Run | None = None, teacher: Any = None) -> TrainResult:
-    """Train ``cfg.train.steps`` steps in total, resuming from ``run_dir/checkpoints`` if present."""
+def state_shardings(state: TrainState, mesh: Any, min_size: int) -> TrainState:
+    """Params, EMA and optimizer state by the FSDP rule; step and RNG replicated."""
+    rep = parallel.replicated(mesh)
+    return TrainState(
+        step=rep,
+        params=parallel.tree_shardings(state.params, mesh, min_size),
+        ema_params=parallel.tree_shardings(state.ema_params, mesh, min_size),
+        opt_state=parallel.tree_shardings(state.opt_state, mesh, min_size),
+        rng=rep,
+    )
+
+
+def sharded_train_step(
+    run: Run,
+    cfg: DictConfig,
+    mesh: Any,
+    shardings: TrainState,
+    teacher_shardings: Any = None,
+    teacher_graphdef: nnx.GraphDef | None = None,
+) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
+    """The train step jitted with explicit shardings: state in and out on ``shardings`` (donated),
+    batch split over (data, fsdp), metrics replicated."""
+    nonfinite = str(cfg.train.get("on_nonfinite", "stop"))
+    if nonfinite not in ("stop", "skip"):
+        raise ValueError(f"Unknown train.on_nonfinite '{nonfinite}'. Accepted: stop, skip.")
+    step = make_train_step(
+        run.graphdef,
+        run.objective,
+        run.objective_cfg,
+        run.tx,
+        ema_decay=float(cfg.train.ema_decay),
+        teacher_graphdef=teacher_graphdef,
+        skip_nonfinite=nonfinite == "skip",
+    )
+    return parallel.jit_sharded(
+        step,
+        (shardings, parallel.batch_sharding(mesh), teacher_shardings),
+        (shardings, parallel.replicated(mesh)),
+        donate_argnums=0,
+    )
+
+
+class FiniteWatch:
+    """Collects each step's ``finite`` flag without waiting on the device, and checks them
+    in one fetch at log and checkpoint steps, so no non-finite state is ever saved."""
+
+    def __init__(self, mode: str, ckpt: Checkpointer):
+        self.mode, self.ckpt = mode, ckpt
+        self.pending: list[tuple[int, jax.Array]] = []
+        self.last_good: int | None = ckpt.latest_step()
+        self.skipped = 0
+
+    def add(self, done: int, metrics: dict[str, jax.Array]) -> None:
+        self.pending.append((done, metrics["finite"]))
+
+    def check(self) -> int:
+        """Raise on the first non-finite step (stop mode); return how many were skipped since the last check."""
+        if not self.pending:
+            return 0
+        flags = parallel.to_host([f for _, f in self.pending])
+        bad = [done for (done, _), f in zip(self.pending, flags) if not bool(f)]
+        self.pending = []
+        if bad and self.mode == "stop":
+            where = self.ckpt.directory / str(self.last_good) if self.last_good is not None else "none (no checkpoint yet)"
+            raise NonFiniteLossError(
+                f"Non-finite loss or gradients at step {bad[0]}. Last good checkpoint: {where}. "
+                "Lower train.lr, set train.grad_clip, or set train.on_nonfinite=skip to skip such updates."
+            )
+        if bad:
+            log.warning("Skipped %d update(s) with a non-finite loss or gradients (first at step %d).", len(bad), bad[0])
+        self.skipped += len(bad)
+        return len(bad)
+
+
+def train(
+    cfg: DictConfig,
+    domain: Domain,
+    run_dir: Path,
+    *,
+    run: Run | None = None,
+    teacher_params: Any = None,
+    teacher_graphdef: nnx.GraphDef | None = None,
+) -> TrainResult:
+    """Train ``cfg.train.steps`` steps in total, resuming from ``run_dir/checkpoints`` if present.
+
+    Distillation objectives get a frozen teacher through ``teacher_params`` (and
+    ``teacher_graphdef`` when its architecture differs from the student's). The state lives
+    on a (data, fsdp) mesh from ``cfg.parallel``; with several processes every process calls
+    this with the same config and ``run_dir`` (a shared file system), each feeding its own
+    rows of every global batch, and only process 0 writes metrics.
+    """
+    pcfg = parallel.ParallelConfig.from_cfg(cfg)
+    parallel.initialize_distributed(pcfg)
     run_dir = Path(run_dir)
     run = run or build_run(cfg, domain)
     tcfg = cfg.train
     total = int(tcfg.steps)
+    global_size = int(tcfg.batch_size)
+    mesh = parallel.make_mesh(pcfg)
+    parallel.check_batch_size(global_size, mesh)
+    shardings = state_shardings(run.state, mesh, pcfg.fsdp_min_size)
+    state = parallel.place(run.state, shardings)
+
     ckpt = Checkpointer(run_dir / "checkpoints", max_to_keep=int(tcfg.get("keep_checkpoints", 3)))
-    state = run.state
     if ckpt.latest_step() is not None:
+        # The placed state is the restore target: the checkpoint lands on this run's mesh,
+        # whatever mesh wrote it.
         state, meta, restored_step = ckpt.restore(state)
         restore_domain_state(domain, meta.get("domain", {}))
         log.info("Resumed from step %d in %s.", restored_step, ckpt.directory)
-    start = int(state.step)
+    start = int(parallel.to_host(state.step))
     meta = {"domain": domain_state(domain), "config": OmegaConf.to_container(cfg, resolve=True)}
 
-    step_fn = jax.jit(
-        make_train_step(run.graphdef, run.objective, run.objective_cfg, run.tx, ema_decay=float(tcfg.ema_decay), teacher=teacher),
-        donate_argnums=0,
-    )
+    teacher_shardings = None
+    if teacher_params is not None:
+        teacher_shardings = parallel.tree_shardings(teacher_params, mesh, pcfg.fsdp_min_size)
+        teacher_params = parallel.place(teacher_params, teacher_shardings)
+    step_fn = sharded_train_step(run, cfg, mesh, shardings, teacher_shardings, teacher_graphdef)
+
+    is_main = jax.process_index() == 0
     logger = MetricsLogger(
         run_dir,
         wandb=bool(cfg.logging.get("wandb", False)),
         tensorboard=bool(cfg.logging.get("tensorboard", False)),
         config=meta["config"],
+        enabled=is_main,
     )
     log_every = max(int(tcfg.log_every), 1)
     ckpt_every = int(tcfg.get("ckpt_every", 0) or 0)
-    nonfinite = str(tcfg.get("on_nonfinite", "stop"))
-    batches = encoded_batches(domain, int(tcfg.batch_size), int(cfg.seed), start)
+    watch = FiniteWatch(str(tcfg.get("on_nonfinite", "stop")), ckpt)
+    rows = parallel.local_rows(global_size, mesh) if jax.process_count() > 1 else None
+    batches = encoded_batches(domain, global_size, int(cfg.seed), start, rows)
+    # Queued steps can deadlock the all-reduce of fake CPU devices: wait on each step there.
+    block_each_step = jax.default_backend() == "cpu" and mesh.size > 1
+    multi_process = jax.process_count() > 1
     preempted = False
     timed_steps, timed_secs = 0, 0.0
-    last_good = ckpt.latest_step()
 
-    with PreemptionGuard() as guard, tqdm(
-        total=total, initial=start, desc="train", disable=not cfg.logging.get("progress", True), dynamic_ncols=True
-    ) as bar:
-        window_start, window_steps = time.perf_counter(), 0
-        for step in range(start, total):
-            if guard.requested:
-                preempted = True
-                break
-            state, metrics = step_fn(state, next(batches))
-            window_steps += 1
-            done = step + 1
-            if done % log_every == 0 or done == total:
-                metrics = jax.device_get(metrics)
-                now = time.perf_counter()
-                rate = window_steps / max(now - window_start, 1e-9)
-                if step >= start + log_every:  # the first window includes compilation
-                    timed_steps, timed_secs = timed_steps + window_steps, timed_secs + (now - window_start)
-                window_start, window_steps = now, 0
-                loss = float(metrics["loss"])
-                if not math.isfinite(loss) and nonfinite == "stop":
-                    ckpt.close()
-                    raise NonFiniteLossError(
-                        f"Non-finite loss ({loss}) by step {done}. Last good checkpoint: "
-                        f"{ckpt.directory / str(last_good) if last_good is not None else 'none'}. "
-                        "Lower train.lr, set train.grad_clip, or set train.on_nonfinite=skip to skip such updates."
-                    )
-                logger.log(done, {**metrics, "steps_per_sec": rate})
-                bar.set_postfix(loss=f"{loss:.4f}", steps_per_s=f"{rate:.1f}")
-            bar.update(1)
-            if ckpt_every and done % ckpt_every == 0 and done != total:
-                ckpt.save(done, state, meta)
-                last_good = done
-        final_step = int(state.step)
-        if final_step > start or ckpt.latest_step() != final_step:
-            ckpt.save(final_step, state, meta, force=True)
-    ckpt.close()
-    logger.close()
+    try:
+        with PreemptionGuard() as guard, tqdm(
+            total=total, initial=start, desc="train", disable=not (is_main and cfg.logging.get("progress", True)), dynamic_ncols=True
+        ) as bar:
+            window_start, window_steps = time.perf_counter(), 0
+            for step in range(start, total):
+                # Processes must agree on where to stop; they compare flags at log steps.
+                if multi_process:
+                    stop = (step - start) % log_every == 0 and parallel.any_process(guard.requested)
+                else:
+                    stop = guard.requested
+                if stop:
+                    preempted = True
+                    break
+                batch = parallel.global_batch(next(batches), mesh, global_size)
+                state, metrics = step_fn(state, batch, teacher_params)
+                if block_each_step:
+                    jax.block_until_ready(metrics)
+                watch.add(step + 1, metrics)
+                window_steps += 1
+                done = step + 1
+                if done % log_every == 0 or done == total:
+                    skipped = watch.check()
+                    metrics = parallel.to_host(metrics)
+                    now = time.perf_counter()
+                    rate = window_steps / max(now - window_start, 1e-9)
+                    if step >= start + log_every:  # the first window includes compilation
+                        timed_steps, timed_secs = timed_steps + window_steps, timed_secs + (now - window_start)
+                    window_start, window_steps = now, 0
+                    loss = float(metrics["loss"])
+                    logger.log(done, {**metrics, "steps_per_sec": rate, "skipped_updates": skipped})
+                    bar.set_postfix(loss=f"{loss:.4f}", steps_per_s=f"{rate:.1f}")
+                bar.update(1)
+                if ckpt_every and done % ckpt_every == 0 and done != total:
+                    watch.check()
+                    ckpt.save(done, state, meta)
+                    watch.last_good = done
+            watch.check()
+            final_step = int(parallel.to_host(state.step))
+            if final_step > start or ckpt.latest_step() != final_step:
+                ckpt.save(final_step, state, meta, force=True)
+    finally:
+        ckpt.close()
+        logger.close()
     steps_per_sec = timed_steps / timed_secs if timed_secs > 0 else float("nan")
     return TrainResult(run=run, state=state, preempted=preempted, steps_per_sec=steps_per_sec)

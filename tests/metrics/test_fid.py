@@ -1,14 +1,23 @@
 """FID: the Inception port, its weights, the resize, the statistics and the distance.
 
-Parity tests run against pytorch-fid itself (its ``InceptionV3`` built on
-torchvision, its ``calculate_frechet_distance``) and are skipped when the test
-extra (torch, torchvision, pytorch-fid) is not installed. Weights are random:
-nothing is downloaded.
+The reference is pytorch-fid itself: its ``InceptionV3`` (built on torchvision)
+and its ``calculate_frechet_distance``. Where the test extra (torch, torchvision,
+pytorch-fid) is installed the tests compare against it live; everywhere they
+compare against ``pytorch_fid_reference.npz``, outputs that pytorch-fid computed
+for the same seeded random weights, images and statistics. Regenerate that file
+with the extra installed:
+
+    python -m tests.metrics.test_fid --write-reference
+
+Nothing is downloaded: weights are random and seeded by tensor name.
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import sys
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -17,12 +26,19 @@ import scipy.linalg
 
 from shortcutlib.metrics import fid, fid_stats
 from shortcutlib.metrics import inception_weights as iw
+from shortcutlib.metrics.inception import FIDInceptionV3
 
 BATCH = 2  # one compiled network shape for the whole file
+REFERENCE_FILE = Path(__file__).with_name("pytorch_fid_reference.npz")
+# Feature-parity cases: name -> (image seed, count, size); 64x64 exercises the resize.
+FEATURE_CASES = {"features_64": (11, 2, (64, 64)), "features_299": (12, 1, (299, 299))}
+FRECHET_SEEDS = (0, 1, 2)
+EPS_PATH_SEED = 5
 
 
-def _random_tensor(rng: np.random.Generator, name: str, shape: tuple[int, ...]) -> np.ndarray:
-    """Random but well-scaled weights, so activations neither vanish nor explode."""
+def _random_tensor(name: str, shape: tuple[int, ...]) -> np.ndarray:
+    """Seeded by name, well scaled (activations neither vanish nor explode)."""
+    rng = np.random.default_rng([7, zlib.crc32(name.encode())])
     if name.endswith("conv.weight"):
         fan_in = int(np.prod(shape[1:]))
         return rng.normal(0.0, np.sqrt(2.0 / fan_in), shape).astype(np.float32)
@@ -32,26 +48,50 @@ def _random_tensor(rng: np.random.Generator, name: str, shape: tuple[int, ...]) 
         return rng.uniform(0.5, 2.0, shape).astype(np.float32)
     if name.endswith(("bn.bias", "bn.running_mean")):
         return rng.normal(0.0, 0.2, shape).astype(np.float32)
-    return rng.normal(0.0, 0.01, shape).astype(np.float32)  # fc.*, unused by the features
+    raise KeyError(name)
+
+
+def _random_state() -> dict[str, np.ndarray]:
+    return {name: _random_tensor(name, shape) for name, shape in iw.state_dict_shapes().items()}
 
 
 def _images(seed: int, n: int, size: tuple[int, int], channels: int = 3) -> np.ndarray:
     return np.random.default_rng(seed).uniform(0.0, 1.0, (n, *size, channels)).astype(np.float32)
 
 
+def _random_gaussians(seed: int, dim: int):
+    rng = np.random.default_rng(seed)
+    a, b = rng.normal(size=(2, dim, 2 * dim))
+    return rng.normal(size=dim), a @ a.T / dim, rng.normal(size=dim), b @ b.T / dim
+
+
 @pytest.fixture(scope="module")
 def npz_weights(tmp_path_factory) -> Path:
-    """Random weights in the torch-free format, made without torch."""
-    rng = np.random.default_rng(0)
-    state = {name: _random_tensor(rng, name, shape) for name, shape in iw.state_dict_shapes().items()}
+    """The seeded random weights in the torch-free format, made without torch."""
     path = tmp_path_factory.mktemp("weights") / "fid_inception.npz"
-    np.savez(path, **state)
+    np.savez(path, **_random_state())
     return path
 
 
 @pytest.fixture(scope="module")
 def features(npz_weights) -> fid.InceptionFeatures:
     return fid.InceptionFeatures(npz_weights, batch_size=BATCH)
+
+
+@pytest.fixture(scope="module")
+def stored_reference() -> dict[str, np.ndarray]:
+    with np.load(REFERENCE_FILE) as data:
+        return dict(data)
+
+
+def _assert_features_close(ours: np.ndarray, expected: np.ndarray) -> None:
+    assert ours.shape == expected.shape
+    # The features must carry signal, or agreement would prove little.
+    assert np.abs(expected).mean() > 1e-2 and (expected > 0).mean() > 0.2
+    assert np.std(expected, axis=-1).min() > 1e-2
+    rel = np.linalg.norm(ours - expected) / np.linalg.norm(expected)
+    assert rel < 1e-4, rel
+    np.testing.assert_allclose(ours, expected, rtol=1e-3, atol=1e-4 * np.abs(expected).max())
 
 
 # ----------------------------------------------------------------------------- weights files
@@ -71,8 +111,8 @@ def test_npz_loads_without_torch_and_pth_asks_for_it(npz_weights, tmp_path, monk
     model = iw.load_inception(npz_weights)
     with np.load(npz_weights) as data:
         kernel = data["Mixed_6b.branch7x7_2.conv.weight"]  # (O, I, 1, 7)
-        np.testing.assert_array_equal(model.Mixed_6b.branch7x7_2.conv.kernel[...], kernel.transpose(2, 3, 1, 0))
-        np.testing.assert_array_equal(model.Mixed_7c.branch_pool.bn.var[...], data["Mixed_7c.branch_pool.bn.running_var"])
+        np.testing.assert_array_equal(model.Mixed_6b.branch7x7_2.kernel[...], kernel.transpose(2, 3, 1, 0))
+        np.testing.assert_array_equal(model.Mixed_7c.branch_pool.var[...], data["Mixed_7c.branch_pool.bn.running_var"])
     pth = tmp_path / iw.WEIGHTS_FILENAME
     pth.write_bytes(b"not read")
     with pytest.raises(ImportError, match=r"pip install torch.*shortcutlib\.metrics\.inception_weights convert"):
@@ -84,13 +124,13 @@ def test_weights_with_wrong_names_or_shapes_are_refused(npz_weights, tmp_path):
         state = dict(data)
     missing = {k: v for k, v in state.items() if k != "Mixed_5b.branch1x1.bn.bias"}
     with pytest.raises(KeyError, match="Mixed_5b.branch1x1.bn.bias"):
-        iw.load_state_dict_into(iw.load_inception(npz_weights), missing)
+        iw.load_state_dict_into(FIDInceptionV3(), missing)
     wrong = dict(state, **{"Conv2d_1a_3x3.conv.weight": np.zeros((32, 3, 5, 5), np.float32)})
     with pytest.raises(ValueError, match="Conv2d_1a_3x3.conv.weight"):
-        iw.load_state_dict_into(iw.load_inception(npz_weights), wrong)
+        iw.load_state_dict_into(FIDInceptionV3(), wrong)
     extra = dict(state, **{"Mixed_8a.conv.weight": np.zeros(1, np.float32)})
     with pytest.raises(KeyError, match="Mixed_8a"):
-        iw.load_state_dict_into(iw.load_inception(npz_weights), extra)
+        iw.load_state_dict_into(FIDInceptionV3(), extra)
 
 
 # ----------------------------------------------------------------------------- statistics and distance
@@ -111,12 +151,6 @@ def test_running_statistics_match_numpy_cov():
         single.result()
 
 
-def _random_gaussians(seed: int, dim: int):
-    rng = np.random.default_rng(seed)
-    a, b = rng.normal(size=(2, dim, 2 * dim))
-    return rng.normal(size=dim), a @ a.T / dim, rng.normal(size=dim), b @ b.T / dim
-
-
 def test_frechet_distance_closed_form():
     mu1, mu2 = np.array([0.0, 1.0]), np.array([3.0, -1.0])
     sigma1, sigma2 = np.diag([4.0, 1.0]), np.diag([1.0, 9.0])
@@ -127,37 +161,54 @@ def test_frechet_distance_closed_form():
     assert abs(fid.frechet_distance(mu, sigma, mu, sigma)) < 1e-10
 
 
-def test_frechet_distance_matches_pytorch_fid(monkeypatch):
-    fid_score = pytest.importorskip("pytorch_fid.fid_score")
-    for seed in range(3):
-        args = _random_gaussians(seed, 32)
-        assert fid.frechet_distance(*args) == pytest.approx(fid_score.calculate_frechet_distance(*args), rel=1e-12)
-
-    # An imaginary root with a real diagonal part is refused by both.
-    indefinite = (np.zeros(2), np.diag([1.0, -1.0]), np.zeros(2), np.eye(2))
-    for distance in (fid.frechet_distance, fid_score.calculate_frechet_distance):
-        with pytest.raises(ValueError, match="Imaginary component"):
-            distance(*indefinite)
-
-    # A non-finite first root takes the eps-offset path in both, with the same result.
+@contextlib.contextmanager
+def _first_root_not_finite():
+    """Make the first sqrtm of each distance non-finite, forcing the eps-offset path."""
     real_sqrtm = scipy.linalg.sqrtm
     calls = []
 
-    def first_call_fails(a, *args, **kwargs):
+    def patched(a, *args, **kwargs):
         calls.append(1)
         if len(calls) % 2 == 1:
             nan = np.full_like(a, np.nan)
             return (nan, np.inf) if kwargs.get("disp", True) is False else nan
         return real_sqrtm(a)
 
-    monkeypatch.setattr(scipy.linalg, "sqrtm", first_call_fails)
-    args = _random_gaussians(5, 16)
-    ours = fid.frechet_distance(*args, eps=1e-2)
-    theirs = fid_score.calculate_frechet_distance(*args, eps=1e-2)
-    assert len(calls) == 4
-    monkeypatch.setattr(scipy.linalg, "sqrtm", real_sqrtm)
-    assert ours == pytest.approx(theirs, rel=1e-12)
-    assert ours != pytest.approx(fid.frechet_distance(*args), rel=1e-6)  # the offset did change it
+    scipy.linalg.sqrtm = patched
+    try:
+        yield calls
+    finally:
+        scipy.linalg.sqrtm = real_sqrtm
+
+
+def _frechet_outputs(distance) -> np.ndarray:
+    values = [distance(*_random_gaussians(seed, 32)) for seed in FRECHET_SEEDS]
+    with _first_root_not_finite() as calls:
+        values.append(distance(*_random_gaussians(EPS_PATH_SEED, 16), eps=1e-2))
+    assert len(calls) == 2
+    return np.array(values, dtype=np.float64)
+
+
+def test_frechet_distance_matches_stored_pytorch_fid_output(stored_reference):
+    ours = _frechet_outputs(fid.frechet_distance)
+    np.testing.assert_allclose(ours, stored_reference["frechet"], rtol=1e-9)
+    # The eps offset did change the last value.
+    assert ours[-1] != pytest.approx(fid.frechet_distance(*_random_gaussians(EPS_PATH_SEED, 16)), rel=1e-6)
+
+
+def test_frechet_distance_refuses_an_imaginary_root():
+    indefinite = (np.zeros(2), np.diag([1.0, -1.0]), np.zeros(2), np.eye(2))
+    with pytest.raises(ValueError, match="Imaginary component"):
+        fid.frechet_distance(*indefinite)
+
+
+def test_frechet_distance_matches_pytorch_fid():
+    fid_score = pytest.importorskip("pytorch_fid.fid_score")
+    np.testing.assert_allclose(
+        _frechet_outputs(fid.frechet_distance), _frechet_outputs(fid_score.calculate_frechet_distance), rtol=1e-12
+    )
+    with pytest.raises(ValueError, match="Imaginary component"):
+        fid_score.calculate_frechet_distance(np.zeros(2), np.diag([1.0, -1.0]), np.zeros(2), np.eye(2))
 
 
 def test_statistics_roundtrip_and_missing_file(tmp_path):
@@ -243,51 +294,66 @@ def test_fid_stats_command(features, npz_weights, tmp_path):
 # ----------------------------------------------------------------------------- parity with pytorch-fid
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    """pytorch-fid's InceptionV3 with random weights (also saved as a .pth)."""
-    torch = pytest.importorskip("torch")
-    pfid = pytest.importorskip("pytorch_fid.inception")
-    rng = np.random.default_rng(1)
-    # The reference's own constructor gives the state_dict layout (fc, num_batches_tracked included).
+def _pytorch_fid_model(state: dict[str, np.ndarray]):
+    """pytorch-fid's InceptionV3 (pool3 block) holding ``state``; its download is replaced."""
+    import torch
+    from pytorch_fid import inception as pfid
+
+    # The reference's own constructor gives the full layout (fc, num_batches_tracked).
     layout = pfid._inception_v3(num_classes=1008, aux_logits=False, weights=None).state_dict()
-    state = {
-        name: value if name.endswith("num_batches_tracked") else torch.from_numpy(_random_tensor(rng, name, tuple(value.shape)))
-        for name, value in layout.items()
-    }
+    full = {name: torch.from_numpy(state[name]) if name in state else value for name, value in layout.items()}
     original = pfid.load_state_dict_from_url
-    pfid.load_state_dict_from_url = lambda *args, **kwargs: state  # instead of downloading
+    pfid.load_state_dict_from_url = lambda *args, **kwargs: full
     try:
         model = pfid.InceptionV3([pfid.InceptionV3.BLOCK_INDEX_BY_DIM[2048]]).eval()
     finally:
         pfid.load_state_dict_from_url = original
+    return model, full
+
+
+def _pytorch_fid_features(model, images: np.ndarray) -> np.ndarray:
+    import torch
+
+    with torch.no_grad():
+        out = model(torch.from_numpy(images.transpose(0, 3, 1, 2)))[0]
+    return out.squeeze(3).squeeze(2).numpy()
+
+
+def _pytorch_fid_outputs(model) -> dict[str, np.ndarray]:
+    from pytorch_fid import fid_score
+
+    outputs = {name: _pytorch_fid_features(model, _images(*case)) for name, case in FEATURE_CASES.items()}
+    outputs["frechet"] = _frechet_outputs(fid_score.calculate_frechet_distance)
+    return outputs
+
+
+@pytest.fixture(scope="module")
+def live_reference(tmp_path_factory):
+    """pytorch-fid's outputs, computed now, and its weights saved as a .pth."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("pytorch_fid.inception")
+    model, full_state = _pytorch_fid_model(_random_state())
     pth = tmp_path_factory.mktemp("pth") / iw.WEIGHTS_FILENAME
-    torch.save(state, pth)
-
-    def run(images: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            out = model(torch.from_numpy(images.transpose(0, 3, 1, 2)))[0]
-        return out.squeeze(3).squeeze(2).numpy()
-
-    return run, pth
+    torch.save(full_state, pth)
+    return _pytorch_fid_outputs(model), pth
 
 
-@pytest.mark.parametrize("size,count", [((64, 64), 2), ((299, 299), 1)])
-def test_pool3_features_match_pytorch_fid(reference, size, count):
-    run_reference, pth = reference
-    images = _images(10 + count, count, size)
-    expected = run_reference(images)
-    ours = fid.InceptionFeatures(pth, batch_size=BATCH)(images)
-    assert ours.shape == expected.shape == (count, 2048)
-    # The features must carry signal, or agreement would prove little.
-    assert np.abs(expected).mean() > 1e-2 and (expected > 0).mean() > 0.2
-    rel = np.linalg.norm(ours - expected) / np.linalg.norm(expected)
-    assert rel < 1e-4, rel
-    np.testing.assert_allclose(ours, expected, rtol=1e-3, atol=1e-4 * np.abs(expected).max())
+@pytest.mark.parametrize("case", sorted(FEATURE_CASES))
+def test_pool3_features_match_stored_pytorch_fid_output(features, stored_reference, case):
+    _assert_features_close(features(_images(*FEATURE_CASES[case])), stored_reference[case])
 
 
-def test_converted_npz_gives_identical_features(reference, tmp_path):
-    _, pth = reference
+@pytest.mark.parametrize("case", sorted(FEATURE_CASES))
+def test_pool3_features_match_pytorch_fid(live_reference, stored_reference, case):
+    outputs, pth = live_reference
+    ours = fid.InceptionFeatures(pth, batch_size=BATCH)(_images(*FEATURE_CASES[case]))
+    _assert_features_close(ours, outputs[case])
+    # The stored outputs are what pytorch-fid computes (up to its own run-to-run noise).
+    np.testing.assert_allclose(stored_reference[case], outputs[case], rtol=1e-4, atol=1e-5)
+
+
+def test_converted_npz_gives_identical_features(live_reference, tmp_path):
+    _, pth = live_reference
     out = tmp_path / "converted.npz"
     iw.main(["convert", "--pth", str(pth), "--out", str(out)])
     with np.load(out) as data:
@@ -296,3 +362,22 @@ def test_converted_npz_gives_identical_features(reference, tmp_path):
     from_pth = fid.InceptionFeatures(pth, batch_size=BATCH)(images)
     from_npz = fid.InceptionFeatures(out, batch_size=BATCH)(images)
     np.testing.assert_array_equal(from_npz, from_pth)
+
+
+def _write_reference() -> None:
+    import torch
+    import torchvision
+    from importlib.metadata import version
+
+    model, _ = _pytorch_fid_model(_random_state())
+    outputs = _pytorch_fid_outputs(model)
+    made_with = f"pytorch-fid {version('pytorch-fid')}, torch {torch.__version__}, torchvision {torchvision.__version__}"
+    np.savez(REFERENCE_FILE, made_with=np.array(made_with), **outputs)
+    print(f"wrote {REFERENCE_FILE} ({made_with})")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="Regenerate the stored pytorch-fid outputs.")
+    parser.add_argument("--write-reference", action="store_true", required=True)
+    parser.parse_args()
+    _write_reference()

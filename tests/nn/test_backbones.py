@@ -1,8 +1,15 @@
-"""Backbones: shapes, zero init, conditioning, pure Param state, attention, bf16, DiT sizes."""
+"""Backbones: shapes, zero init, conditioning, pure Param state, attention, bf16, DiT sizes.
+
+Every model is built once and applied through one jitted ``merge(graphdef, state)`` function
+(the training core's functional form), so each configuration compiles once.
+"""
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -25,69 +32,83 @@ from shortcutlib.nn.dit import Attention
 
 B = 4
 NUM_CLASSES = 10
+HIDDEN = 32
 
 
-def perturb(model: nnx.Module, seed: int = 0, scale: float = 0.1) -> nnx.Module:
-    """Add noise to every Param so zero-initialised layers stop hiding the inputs."""
-    state = nnx.state(model, nnx.Param)
-    leaves, treedef = jax.tree.flatten(state)
-    keys = jax.random.split(jax.random.key(seed), len(leaves))
-    noisy = [leaf + scale * jax.random.normal(k, leaf.shape, leaf.dtype) for leaf, k in zip(leaves, keys)]
-    nnx.update(model, jax.tree.unflatten(treedef, noisy))
-    return model
+def perturbed(state: nnx.State, seed: int = 0, scale: float = 0.1) -> nnx.State:
+    """Add noise to every Param so zero-initialised layers stop hiding the inputs (numpy: no compiles)."""
+    rng = np.random.default_rng(seed)
+    return jax.tree.map(lambda p: jnp.asarray(np.asarray(p) + scale * rng.normal(size=p.shape), p.dtype), state)
 
 
-def inputs(shape: tuple[int, ...], seed: int = 1) -> tuple[jax.Array, jax.Array, jax.Array]:
-    k1, k2 = jax.random.split(jax.random.key(seed))
-    x = jax.random.normal(k1, (B, *shape))
-    t = jax.random.uniform(k2, (B,))
-    d = jnp.full((B,), 1.0 / 8)
-    return x, t, d
+def labels(seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, NUM_CLASSES, (B,)).astype(np.int32)
+
+
+def observations(shape: tuple[int, ...]) -> Callable[[int], np.ndarray]:
+    return lambda seed: np.random.default_rng(100 + seed).normal(size=(B, *shape)).astype(np.float32)
 
 
 # name -> (constructor(dtype), per-example data shape, cond maker(seed) or None)
-def _labels(seed: int) -> jax.Array:
-    return jax.random.randint(jax.random.key(seed), (B,), 0, NUM_CLASSES)
-
-
-def _obs(shape: tuple[int, ...]):
-    return lambda seed: jax.random.normal(jax.random.key(100 + seed), (B, *shape))
-
-
-CASES = {
-    "mlp_uncond": (lambda dt: ResidualMLP((2,), 32, 2, dtype=dt, rngs=nnx.Rngs(0)), (2,), None),
-    "mlp_labels": (lambda dt: ResidualMLP((5,), 32, 2, num_classes=NUM_CLASSES, dtype=dt, rngs=nnx.Rngs(0)), (5,), _labels),
-    "mlp_obs": (lambda dt: ResidualMLP((3,), 32, 2, obs_dim=6, dtype=dt, rngs=nnx.Rngs(0)), (3,), _obs((6,))),
-    "mlp_chunk_obs_history": (
-        lambda dt: ResidualMLP((8, 2), 32, 2, obs_dim=6, obs_horizon=2, dtype=dt, rngs=nnx.Rngs(0)),
-        (8, 2),
-        _obs((2, 6)),
+CASES: dict[str, tuple[Callable[[Any], nnx.Module], tuple[int, ...], Callable[[int], np.ndarray] | None]] = {
+    "mlp_uncond": (lambda dt: ResidualMLP((2,), HIDDEN, 2, dtype=dt, rngs=nnx.Rngs(0)), (2,), None),
+    "mlp_labels": (
+        lambda dt: ResidualMLP((5,), HIDDEN, 2, num_classes=NUM_CLASSES, dtype=dt, rngs=nnx.Rngs(0)),
+        (5,),
+        labels,
     ),
-    "dit_uncond": (lambda dt: DiT((8, 8, 1), 2, 32, 2, 4, dtype=dt, rngs=nnx.Rngs(0)), (8, 8, 1), None),
+    "mlp_chunk_obs_history": (
+        lambda dt: ResidualMLP((8, 2), HIDDEN, 2, obs_dim=6, obs_horizon=2, dtype=dt, rngs=nnx.Rngs(0)),
+        (8, 2),
+        observations((2, 6)),
+    ),
+    "dit_uncond": (lambda dt: DiT((8, 8, 1), 2, HIDDEN, 2, 4, dtype=dt, rngs=nnx.Rngs(0)), (8, 8, 1), None),
     "dit_labels": (
-        lambda dt: DiT((8, 8, 3), 4, 32, 2, 2, num_classes=NUM_CLASSES, dtype=dt, rngs=nnx.Rngs(0)),
+        lambda dt: DiT((8, 8, 3), 4, HIDDEN, 2, 2, num_classes=NUM_CLASSES, dtype=dt, rngs=nnx.Rngs(0)),
         (8, 8, 3),
-        _labels,
+        labels,
     ),
     "chunk_obs_history": (
-        lambda dt: ChunkTransformer(8, 2, 6, 2, 32, 2, 4, dtype=dt, rngs=nnx.Rngs(0)),
+        lambda dt: ChunkTransformer(8, 2, 6, 2, HIDDEN, 2, 4, dtype=dt, rngs=nnx.Rngs(0)),
         (8, 2),
-        _obs((2, 6)),
+        observations((2, 6)),
     ),
     "chunk_obs_single": (
-        lambda dt: ChunkTransformer(4, 3, 5, 1, 32, 1, 2, dtype=dt, rngs=nnx.Rngs(0)),
+        lambda dt: ChunkTransformer(4, 3, 5, 1, HIDDEN, 1, 2, dtype=dt, rngs=nnx.Rngs(0)),
         (4, 3),
-        _obs((5,)),
+        observations((5,)),
     ),
-    "chunk_uncond": (lambda dt: ChunkTransformer(4, 3, 0, 1, 32, 1, 2, dtype=dt, rngs=nnx.Rngs(0)), (4, 3), None),
 }
 
 
-def make(name: str, dtype=jnp.float32):
-    build, shape, cond_fn = CASES[name]
-    model = build(dtype)
-    cond = cond_fn(0) if cond_fn else None
-    return model, shape, cond, cond_fn
+class Built(NamedTuple):
+    model: nnx.Module
+    state: nnx.State  # as initialised
+    noisy: nnx.State  # perturbed
+    apply: Callable[..., jax.Array]  # jitted (state, x, t, d, cond) -> velocity
+    shape: tuple[int, ...]
+    cond_fn: Callable[[int], np.ndarray] | None
+
+
+@functools.lru_cache(maxsize=None)
+def build(name: str, dtype: Any = jnp.float32) -> Built:
+    make, shape, cond_fn = CASES[name]
+    model = make(dtype)
+    graphdef, state = nnx.split(model)
+
+    @jax.jit
+    def apply(state, x, t, d, cond):
+        return nnx.merge(graphdef, state)(x, t, d, cond)
+
+    return Built(model, state, perturbed(state), apply, shape, cond_fn)
+
+
+def inputs(shape: tuple[int, ...], seed: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(B, *shape)).astype(np.float32)
+    t = rng.uniform(size=(B,)).astype(np.float32)
+    d = np.full((B,), 1.0 / 8, np.float32)
+    return x, t, d
 
 
 # ---------------------------------------------------------------- embeddings
@@ -112,115 +133,93 @@ def test_sinusoidal_embedding_values_and_d_resolution():
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_shape_dtype_and_zero_at_init(name):
-    model, shape, cond, _ = make(name)
-    x, t, d = inputs(shape)
-    out = model(x, t, d, cond)
+def test_shape_dtype_zero_init_and_only_params(name):
+    b = build(name)
+    variables = jax.tree.leaves(b.state, is_leaf=lambda v: isinstance(v, nnx.Variable))
+    assert variables and all(type(v) is nnx.Param for v in variables)
+    x, t, d = inputs(b.shape)
+    cond = b.cond_fn(0) if b.cond_fn else None
+    out = b.apply(b.state, x, t, d, cond)
     assert out.shape == x.shape and out.dtype == jnp.float32
     # adaLN-Zero / zero-initialised output layer: the untrained model predicts exactly 0.
     assert np.all(np.asarray(out) == 0.0)
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_split_gives_only_params_and_merge_roundtrips(name):
-    model, shape, cond, _ = make(name)
-    perturb(model)
-    graphdef, state = nnx.split(model)
-    variables = jax.tree.leaves(state, is_leaf=lambda v: isinstance(v, nnx.Variable))
-    assert variables and all(type(v) is nnx.Param for v in variables)
-    x, t, d = inputs(shape)
+def test_output_depends_on_x_t_d_and_cond(name):
+    b = build(name)
+    x, t, d = inputs(b.shape)
+    cond = b.cond_fn(0) if b.cond_fn else None
+    base = np.asarray(b.apply(b.noisy, x, t, d, cond))
 
-    @jax.jit
-    def apply(state, x, t, d, cond):
-        return nnx.merge(graphdef, state)(x, t, d, cond)
+    def differs(x=x, t=t, d=d, cond=cond):
+        return float(np.abs(np.asarray(b.apply(b.noisy, x, t, d, cond)) - base).max()) > 1e-4
 
-    np.testing.assert_allclose(apply(state, x, t, d, cond), model(x, t, d, cond), rtol=1e-5, atol=1e-6)
-
-
-@pytest.mark.parametrize("name", list(CASES))
-def test_output_depends_on_t_d_and_cond(name):
-    model, shape, cond, cond_fn = make(name)
-    perturb(model)
-    x, t, d = inputs(shape)
-    base = np.asarray(model(x, t, d, cond))
-
-    def differs(out):
-        return float(np.abs(np.asarray(out) - base).max()) > 1e-4
-
-    assert differs(model(x, jnp.clip(t + 0.3, 0, 1) * 0.7, d, cond)), "output ignores t"
-    assert differs(model(x, t, jnp.zeros_like(d), cond)), "output ignores d (d=1/8 vs d=0)"
-    assert differs(model(x, t, jnp.full_like(d, 1.0 / 128), cond)), "output ignores d (1/8 vs 1/128)"
-    assert differs(model(x + 0.5, t, d, cond)), "output ignores x_t"
-    if cond_fn is not None:
-        other = cond_fn(1)
-        if jnp.issubdtype(other.dtype, jnp.integer):
+    assert differs(t=(t + 0.3) % 1.0), "output ignores t"
+    assert differs(d=np.zeros_like(d)), "output ignores d (1/8 vs 0)"
+    assert differs(d=np.full_like(d, 1.0 / 128)), "output ignores d (1/8 vs 1/128)"
+    assert differs(x=x + 0.5), "output ignores x_t"
+    if b.cond_fn is not None:
+        other = b.cond_fn(1)
+        if np.issubdtype(other.dtype, np.integer):
             other = (cond + 1) % NUM_CLASSES  # every label changes
-        assert differs(model(x, t, d, other)), "output ignores cond"
+        assert differs(cond=other), "output ignores cond"
+    # Examples do not mix: permuting the batch permutes the output.
+    perm = np.array([2, 0, 3, 1])
+    cond_p = None if cond is None else cond[perm]
+    np.testing.assert_allclose(b.apply(b.noisy, x[perm], t[perm], d[perm], cond_p), base[perm], rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", ["mlp_labels", "dit_labels"])
 def test_null_label_differs_from_real_label(name):
-    model, shape, labels, _ = make(name)
-    perturb(model)
-    x, t, d = inputs(shape)
-    real = model(x, t, d, labels)
-    null = model(x, t, d, jnp.full_like(labels, NUM_CLASSES))
+    b = build(name)
+    x, t, d = inputs(b.shape)
+    real = b.apply(b.noisy, x, t, d, b.cond_fn(0))
+    null = b.apply(b.noisy, x, t, d, np.full((B,), NUM_CLASSES, np.int32))
     per_example = jnp.abs(real - null).reshape(B, -1).max(axis=1)
     assert bool(jnp.all(per_example > 1e-4))
-    assert count_params(model.cond_embedder.label_embedder) == (NUM_CLASSES + 1) * 32
+    assert count_params(b.model.cond_embedder.label_embedder) == (NUM_CLASSES + 1) * HIDDEN
 
 
-def test_examples_are_independent():
-    """No mixing across the batch: example 0 is the same alone or in a batch."""
-    model, shape, labels, _ = make("dit_labels")
-    perturb(model)
-    x, t, d = inputs(shape)
-    full = model(x, t, d, labels)
-    alone = model(x[:1], t[:1], d[:1], labels[:1])
-    np.testing.assert_allclose(full[:1], alone, rtol=1e-4, atol=1e-5)
-
-
-@pytest.mark.parametrize("name", ["mlp_labels", "dit_labels", "chunk_obs_history"])
+@pytest.mark.parametrize("name", ["dit_labels", "mlp_chunk_obs_history"])
 def test_bf16_compute_close_to_f32(name):
-    m32, shape, cond, _ = make(name, jnp.float32)
-    m16, _, _, _ = make(name, jnp.bfloat16)
-    perturb(m32)
-    perturb(m16)
+    f32, bf16 = build(name, jnp.float32), build(name, jnp.bfloat16)
     # Parameters stay float32 under bf16 compute.
-    assert {p.dtype for p in jax.tree.leaves(nnx.state(m16, nnx.Param))} == {jnp.dtype(jnp.float32)}
-    x, t, d = inputs(shape)
-    y32 = m32(x, t, d, cond)
-    y16 = jax.jit(lambda x, t, d, c: m16(x, t, d, c))(x, t, d, cond)
+    assert {p.dtype for p in jax.tree.leaves(bf16.noisy)} == {jnp.dtype(jnp.float32)}
+    x, t, d = inputs(f32.shape)
+    cond = f32.cond_fn(0)
+    y32 = f32.apply(f32.noisy, x, t, d, cond)
+    y16 = bf16.apply(bf16.noisy, x, t, d, cond)  # same seed, same perturbation
     assert y16.dtype == jnp.float32
     rel = float(jnp.linalg.norm(y16 - y32) / jnp.linalg.norm(y32))
-    assert rel < 0.05, rel
+    assert 0 < rel < 0.05, rel
 
 
-def test_missing_cond_is_a_clear_error():
-    model, shape, _, _ = make("dit_labels")
-    x, t, d = inputs(shape)
+def test_missing_or_mismatched_cond_is_a_clear_error():
+    b = build("dit_labels")
+    x, t, d = inputs(b.shape)
     with pytest.raises(ValueError, match="class-conditional"):
-        model(x, t, d, None)
-    model, shape, _, _ = make("mlp_chunk_obs_history")
-    x, t, d = inputs(shape)
+        b.apply(b.state, x, t, d, None)
+    b = build("mlp_chunk_obs_history")
+    x, t, d = inputs(b.shape)
     with pytest.raises(ValueError, match="obs_dim"):
-        model(x, t, d, jnp.ones((B, 3, 6)))
+        b.apply(b.state, x, t, d, np.ones((B, 3, 6), np.float32))
 
 
 def test_dict_cond_is_accepted():
-    model, shape, obs, _ = make("mlp_obs")
-    perturb(model)
-    x, t, d = inputs(shape)
-    np.testing.assert_array_equal(model(x, t, d, {"obs": obs}), model(x, t, d, obs))
+    b = build("mlp_chunk_obs_history")
+    x, t, d = inputs(b.shape)
+    obs = b.cond_fn(0)
+    np.testing.assert_array_equal(b.apply(b.noisy, x, t, d, {"obs": obs}), b.apply(b.noisy, x, t, d, obs))
 
 
 def test_residual_mlp_param_count():
-    h, f, c = 32, 5, NUM_CLASSES
+    h, f, c = HIDDEN, 5, NUM_CLASSES
     scalar = 256 * h + h + h * h + h
     block = 2 * (h * 4 * h) + 4 * h + h + (h * 3 * h + 3 * h)
     final = (h * 2 * h + 2 * h) + (h * f + f)
     expected = (f * h + h) + 2 * scalar + (c + 1) * h + 2 * block + final
-    assert count_params(make("mlp_labels")[0]) == expected
+    assert count_params(build("mlp_labels").model) == expected
 
 
 # ---------------------------------------------------------------- DiT parts
@@ -228,7 +227,7 @@ def test_residual_mlp_param_count():
 
 @pytest.mark.parametrize("p", [1, 2, 4])
 def test_patchify_unpatchify_identity(p):
-    x = jax.random.normal(jax.random.key(0), (2, 8, 12, 3))
+    x = np.random.default_rng(0).normal(size=(2, 8, 12, 3)).astype(np.float32)
     tokens = patchify(x, p)
     assert tokens.shape == (2, (8 // p) * (12 // p), p * p * 3)
     # Token 1 is the second patch of the first row.
@@ -239,30 +238,33 @@ def test_patchify_unpatchify_identity(p):
 def test_attention_matches_handwritten_softmax():
     hidden, heads, n = 8, 2, 5
     attn = Attention(hidden, heads, dtype=jnp.float32, param_dtype=jnp.float32, rngs=nnx.Rngs(3))
-    perturb(attn)  # non-zero biases too
-    x = np.asarray(jax.random.normal(jax.random.key(4), (2, n, hidden)), np.float64)
-    wqkv, bqkv = np.asarray(attn.qkv.kernel.value, np.float64), np.asarray(attn.qkv.bias.value, np.float64)
-    wo, bo = np.asarray(attn.proj.kernel.value, np.float64), np.asarray(attn.proj.bias.value, np.float64)
+    graphdef, state = nnx.split(attn)
+    state = perturbed(state)  # non-zero biases too
+    x = np.random.default_rng(4).normal(size=(2, n, hidden))
+    out = jax.jit(lambda s, x: nnx.merge(graphdef, s)(x))(state, x.astype(np.float32))
+    p = jax.tree.map(lambda a: np.asarray(a, np.float64), state)
     hd = hidden // heads
-    qkv = (x @ wqkv + bqkv).reshape(2, n, 3, heads, hd)
+    qkv = (x @ p["qkv"]["kernel"] + p["qkv"]["bias"]).reshape(2, n, 3, heads, hd)
     q, k, v = (qkv[:, :, i].transpose(0, 2, 1, 3) for i in range(3))  # (B, heads, N, hd)
     logits = q @ k.transpose(0, 1, 3, 2) / math.sqrt(hd)
     w = np.exp(logits - logits.max(-1, keepdims=True))
     w /= w.sum(-1, keepdims=True)
-    ref = (w @ v).transpose(0, 2, 1, 3).reshape(2, n, hidden) @ wo + bo
-    np.testing.assert_allclose(attn(jnp.asarray(x, jnp.float32)), ref, rtol=1e-4, atol=1e-5)
+    ref = (w @ v).transpose(0, 2, 1, 3).reshape(2, n, hidden) @ p["proj"]["kernel"] + p["proj"]["bias"]
+    np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-5)
 
 
 # Parameters and "Gflops" of the DiT paper (Table 1 / 4, 256x256 images = 32x32x4 latents).
 PAPER = {"S": (33e6, 6.06), "B": (130e6, 23.01), "L": (458e6, 80.71), "XL": (675e6, 118.64)}
 
 
-def abstract_dit(size: str, patch: int = 2):
+def abstract_dit(size: str, patch: int = 2) -> DiT:
+    """A paper-sized DiT with shapes only: nothing is allocated."""
     return nnx.eval_shape(lambda: DiT((32, 32, 4), **dit_config(size, patch), num_classes=1000, rngs=nnx.Rngs(0)))
 
 
-def expected_dit_params(size: str, patch: int = 2, channels: int = 4, tokens: int = 256, classes: int = 1000) -> int:
-    depth, h, _ = (dit_config(size, patch)[k] for k in ("depth", "hidden", "num_heads"))
+def expected_dit_params(size: str, patch: int = 2, channels: int = 4, classes: int = 1000) -> int:
+    cfg = dit_config(size, patch)
+    depth, h = cfg["depth"], cfg["hidden"]
     pd = patch * patch * channels
     scalar = 256 * h + h + h * h + h
     block = (3 * h * h + 3 * h) + (h * h + h) + (4 * h * h + 4 * h) + (4 * h * h + h) + (6 * h * h + 6 * h)
@@ -270,25 +272,28 @@ def expected_dit_params(size: str, patch: int = 2, channels: int = 4, tokens: in
     return (pd * h + h) + 2 * scalar + (classes + 1) * h + depth * block + final
 
 
-@pytest.mark.parametrize("size", list(PAPER))
-def test_dit_param_counts_and_flops_match_paper(size):
-    model = abstract_dit(size)
-    n = count_params(model)
+@pytest.mark.parametrize("size", ["B", "XL"])
+def test_dit_param_count_without_allocating(size):
+    n = count_params(abstract_dit(size))
     assert n == expected_dit_params(size)
-    h = model.hidden
+    if size == "B":
+        assert 120e6 < n < 140e6
+
+
+@pytest.mark.parametrize("size", list(PAPER))
+def test_dit_sizes_match_paper(size):
+    cfg = dit_config(size, 2)
+    h = cfg["hidden"]
     # The reference model has a learned sigma (twice the output channels), a frozen positional
     # parameter and no d embedder; convert before comparing with the paper.
-    comparable = n - (256 * h + h + h * h + h) + 256 * h + (h * 16 + 16)
+    comparable = expected_dit_params(size) - (256 * h + h + h * h + h) + 256 * h + (h * 16 + 16)
     paper_params, paper_gflops = PAPER[size]
     assert abs(comparable / paper_params - 1) < 0.03, comparable
     if size == "XL":
         assert comparable == 675_129_632  # the reference implementation's exact count
-    macs = flops_per_example((32, 32, 4), 2, h, len(model.blocks)) / 2
+    # The paper's "Gflops" count multiply-adds: half of our FLOPs.
+    macs = flops_per_example((32, 32, 4), 2, h, cfg["depth"]) / 2
     assert abs(macs / 1e9 / paper_gflops - 1) < 0.01
-
-
-def test_dit_b2_imagenet_size_range():
-    assert 120e6 < count_params(abstract_dit("B")) < 140e6
 
 
 def test_dit_config_rejects_unknown_size():

@@ -94,7 +94,11 @@ def write_minari(root, dataset_id: str) -> tuple[list[np.ndarray], list[np.ndarr
         buffers.append(
             EpisodeBuffer(
                 id=e,
-                observations={"observation": o, "achieved_goal": np.zeros((t + 1, 2), np.float32), "desired_goal": goal},
+                observations={
+                    "observation": o,
+                    "achieved_goal": np.zeros((t + 1, 2), np.float32),
+                    "desired_goal": goal,
+                },
                 actions=act[e],
                 rewards=list(np.full(t, float(e))),
                 terminations=[False] * (t - 1) + [True],
@@ -232,4 +236,3 @@ def test_ogbench_transition_and_compact_layouts(tmp_path):
 def test_ogbench_missing_file_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="download_datasets"):
         read_ogbench_npz(tmp_path / "nope.npz")
-

@@ -149,8 +149,9 @@ def test_policy_normalises_and_decodes(domain):
 
 def test_visualize_writes_a_plot(domain, tmp_path):
     def sample_fn(key, num_steps, num_samples, cond=None):
-        return jax.random.uniform(key, (num_samples, *domain.sample_shape), minval=-1, maxval=1)
+        return np.random.default_rng(num_steps).uniform(-1, 1, (num_samples, *domain.sample_shape))
 
+    domain.cfg.visualize.num_obs = 2
     paths = domain.visualize(sample_fn, [1, 4], tmp_path / "viz")
     assert len(paths) == 1 and paths[0].is_file() and paths[0].stat().st_size > 1000
 
@@ -188,13 +189,14 @@ def test_evaluate_end_to_end_on_reacher(tmp_path):
         "horizon": 8,
         "action_horizon": 4,
         "val_fraction": 0.2,
-        "eval": {"num_episodes": 2, "num_envs": 1},
+        "rollout": {"num_episodes": 2, "num_envs": 1},
     }
     domain = RobotDomain(cfg)
     assert domain.obs_dim == 10 and domain.action_dim == 2
     # The Minari copy that collection writes alongside reads back to the same episodes.
     (folder,) = (tmp_path / "data").iterdir()
-    via_minari = RobotDomain({**cfg, "source": "minari", "path": str(folder / "minari"), "dataset_id": "shortcutlib/reacher/expert-v0"})
+    minari_cfg = {"source": "minari", "path": str(folder / "minari"), "dataset_id": "shortcutlib/reacher/expert-v0"}
+    via_minari = RobotDomain({**cfg, **minari_cfg})
     np.testing.assert_array_equal(via_minari.train_episodes.observations, domain.train_episodes.observations)
     np.testing.assert_array_equal(via_minari.val_episodes.actions, domain.val_episodes.actions)
     obs_w, act_w = make_windows(domain.train_episodes, 2, 8)

@@ -60,7 +60,9 @@ def read_d4rl_hdf5(
     with h5py.File(path, "r") as f:
         missing = [k for k in ("observations", "actions") if k not in f]
         if missing:
-            raise KeyError(f"{path} lacks {missing}; a D4RL file has observations, actions, rewards, terminals, timeouts.")
+            raise KeyError(
+                f"{path} lacks {missing}; a D4RL file has observations, actions, rewards, terminals, timeouts."
+            )
         obs = _read_observations(f, obs_keys)
         n = len(obs)
         extras = [np.asarray(f[k][()], np.float32).reshape(n, -1) for k in extra_obs]

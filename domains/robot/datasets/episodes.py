@@ -46,7 +46,8 @@ class Episodes:
             raise ValueError("no steps: the dataset is empty.")
         if starts[0] != 0 or np.any(np.diff(starts) <= 0) or starts[-1] >= n:
             raise ValueError(
-                f"episode starts must begin at 0 and increase strictly below {n} (no empty episodes); got {starts[:10]}..."
+                f"episode starts must begin at 0 and increase strictly below {n} (no empty episodes); "
+                f"got {starts[:10]}..."
             )
         object.__setattr__(self, "observations", obs)
         object.__setattr__(self, "actions", act)

@@ -26,8 +26,8 @@ def _datasets_root(root: str | Path | None) -> Iterator[Path]:
     if root is not None:
         os.environ["MINARI_DATASETS_PATH"] = str(Path(root).expanduser())
     try:
-        resolved = os.environ.get("MINARI_DATASETS_PATH") or os.path.join(os.path.expanduser("~"), ".minari", "datasets")
-        yield Path(resolved)
+        resolved = os.environ.get("MINARI_DATASETS_PATH")
+        yield Path(resolved) if resolved else Path.home() / ".minari" / "datasets"
     finally:
         if root is not None:
             if old is None:

@@ -24,12 +24,12 @@ import numpy as np
 Oracle = Literal["plan", "markov"]
 
 
-def oracle_info(env: Any) -> dict[str, Any]:
-    """OGBench's per-step info plus the privileged target-block keys its oracles read."""
+def oracle_info(env: Any, info: dict[str, Any]) -> dict[str, Any]:
+    """OGBench's reset/step info plus the privileged target-block keys its oracles read."""
     from ogbench.manipspace import lie
 
     base = env.unwrapped
-    info = base.compute_ob_info()
+    info = dict(info)
     mocap_id = base._cube_target_mocap_ids[0]
     info["privileged/target_task"] = "cube"
     info["privileged/target_block"] = 0
@@ -70,10 +70,10 @@ class CubeExpert:
         np.random.seed(int(self._rng.integers(2**32)))
         if self._markov:
             self._xi = np.random.uniform(0, self._noise)  # per-episode noise level, as OGBench does
-        self._oracle.reset(obs, oracle_info(self._env))
+        self._oracle.reset(obs, oracle_info(self._env, info))
 
     def act(self, obs: Any, info: dict[str, Any]) -> np.ndarray:
-        action = np.asarray(self._oracle.select_action(obs, oracle_info(self._env)), dtype=np.float64)
+        action = np.asarray(self._oracle.select_action(obs, oracle_info(self._env, info)), dtype=np.float64)
         if self._markov:
             xi = self._xi
             action = action + np.random.normal(0, [xi, xi, xi, xi * 3, xi * 10], action.shape)

@@ -70,12 +70,15 @@ class PointMazeExpert:
         kd: float = 1.0,
         switch_radius: float = 0.3,
     ):
+        if not 0 < switch_radius < 0.5:
+            # Below half a cell, a point that close to a centre is inside that cell, so
+            # advancing along the route never leaves the point outside it.
+            raise ValueError(f"switch_radius must be in (0, 0.5) cells, got {switch_radius}.")
         self._maze = env.unwrapped.maze
         self._free = free_cells(self._maze.maze_map)
         self._low, self._high = env.action_space.low, env.action_space.high
         self._rng = rng
         self._kp, self._kd, self._switch_radius = kp, kd, switch_radius
-        self._goal_cell: Cell | None = None
         self._path: list[Cell] = []
         self._index = 0  # position on the path of the cell the point is heading from
 
@@ -88,8 +91,7 @@ class PointMazeExpert:
         self._index = 0
 
     def reset(self, obs: dict[str, np.ndarray], info: dict[str, Any]) -> None:
-        self._goal_cell = self._cell(obs["desired_goal"])
-        self._dist = bfs_distances(self._free, self._goal_cell)
+        self._dist = bfs_distances(self._free, self._cell(obs["desired_goal"]))
         self._counts = count_shortest_paths(self._dist)
         self._plan(self._cell(obs["achieved_goal"]))
 

@@ -1,0 +1,106 @@
+"""Progressive distillation (Salimans & Ho, 2022), from a flow-matching teacher.
+
+Phase k trains a student whose single step of size ``d = 2^(k+1) / start_steps`` matches two
+steps of size ``d / 2`` of a frozen teacher:
+
+    s(x_t, t, d) <- ( T(x_t, t) + T(x_t + (d/2) T(x_t, t), t + d/2) ) / 2     (stop-gradient)
+
+with ``x_t`` on the straight noise-data path and ``t`` on multiples of ``d``. In phase 0 the
+teacher is the flow-matching model, queried at d = 0 (plain Euler with ``start_steps`` steps);
+in phase k > 0 it is the student of phase k - 1, queried at its own step ``d / 2``. The student
+is conditioned on ``d`` and starts from the teacher's weights; each phase halves the number of
+steps until one step remains (``log2(start_steps)`` phases). ``shortcutlib.train.phases`` runs
+the teacher and all phases from one command.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from shortcutlib.objectives.common import Targets, VelocityFn, broadcast_to_x, drop_labels, guided_velocity, interpolate, sample_t
+
+
+@dataclass(frozen=True)
+class Config:
+    start_steps: int = 128  # the flow-matching teacher's budget in phase 0 (a power of two)
+    phase: int = 0  # 0 .. log2(start_steps) - 1; the student's step is 2^(phase+1) / start_steps
+    t_sampling: str = "grid"  # "grid": t on multiples of the student's step; "uniform" in [0, 1 - d]
+    teacher_cfg_scale: float = 1.0  # guidance baked into the phase-0 targets (later phases inherit it)
+    class_dropout: float = 0.0
+    num_classes: int = 0
+
+
+CONDITION_ON_D = True
+
+
+def num_phases(start_steps: int) -> int:
+    log2_n = math.log2(start_steps)
+    if start_steps < 2 or log2_n != int(log2_n):
+        raise ValueError(f"start_steps must be a power of two >= 2 (got {start_steps}); use e.g. 128.")
+    return int(log2_n)
+
+
+def student_step(cfg: Config) -> float:
+    """The step size the student of this phase learns."""
+    if not 0 <= cfg.phase < num_phases(cfg.start_steps):
+        raise ValueError(f"phase must be in [0, {num_phases(cfg.start_steps) - 1}] for start_steps={cfg.start_steps} (got {cfg.phase}).")
+    return 2.0 ** (cfg.phase + 1) / cfg.start_steps
+
+
+def two_step_velocity(velocity: Callable[[jax.Array, jax.Array], jax.Array], x: jax.Array, t: jax.Array, h: jax.Array) -> jax.Array:
+    """The average velocity of two consecutive Euler steps of size h: (x_{t+2h} - x_t) / 2h."""
+    v1 = velocity(x, t)
+    v2 = velocity(x + broadcast_to_x(h, x) * v1, t + h)
+    return (v1 + v2) / 2
+
+
+def targets(
+    key: jax.Array,
+    batch: dict[str, Any],
+    model: VelocityFn,
+    ema_model: VelocityFn,
+    cfg: Config,
+    *,
+    teacher: VelocityFn | None = None,
+    **_: Any,
+) -> Targets:
+    if teacher is None:
+        raise ValueError("Progressive distillation needs a trained teacher: run objective=progressive, "
+                         "which trains a flow-matching teacher first.")
+    x1, cond = batch["x"], batch.get("cond")
+    b = x1.shape[0]
+    d = student_step(cfg)
+    k_t, k_noise, k_label = jax.random.split(key, 3)
+    if cfg.t_sampling == "grid":
+        t = sample_t(k_t, b, grid=round(1.0 / d))
+    elif cfg.t_sampling == "uniform":
+        t = sample_t(k_t, b, t_max=1.0 - d)
+    else:
+        raise ValueError(f"Unknown t_sampling '{cfg.t_sampling}'. Accepted: grid, uniform.")
+    t = t.astype(x1.dtype)
+    x0 = jax.random.normal(k_noise, x1.shape, x1.dtype)
+    x_t = interpolate(x0, x1, t)
+    cond = drop_labels(k_label, cond, cfg.class_dropout, cfg.num_classes)
+    half = jnp.full((b,), d / 2, x1.dtype)
+    d_query = jnp.zeros_like(half) if cfg.phase == 0 else half  # phase 0: the flow-matching teacher
+
+    scale = cfg.teacher_cfg_scale if cfg.phase == 0 else 1.0
+
+    def velocity(x: jax.Array, tt: jax.Array) -> jax.Array:
+        return guided_velocity(teacher, x, tt, d_query, cond, scale, cfg.num_classes)
+
+    v_target = two_step_velocity(velocity, x_t, t, half)
+    return Targets(
+        x_t=x_t,
+        t=t,
+        d=jnp.full((b,), d, x1.dtype),
+        cond=cond,
+        v_target=jax.lax.stop_gradient(v_target),
+        weight=jnp.ones((b,), x1.dtype),
+    )
