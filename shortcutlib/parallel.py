@@ -8,6 +8,7 @@ axis divisible by the ``fsdp`` size and gathered by XLA where it is used (ZeRO-3
 Configuration (``parallel:`` in configs/config.yaml)::
 
     parallel.data=-1 parallel.fsdp=1     # -1: all devices not used by the other axis
+    parallel.devices=-1                  # or only the first N devices (one process)
     parallel.fsdp_min_size=262144        # arrays with fewer elements stay replicated
     parallel.distributed=false           # true: jax.distributed.initialize()
     parallel.coordinator_address=host:port parallel.num_processes=N parallel.process_id=i
@@ -42,6 +43,7 @@ BATCH_AXES = (DATA, FSDP)
 class ParallelConfig:
     data: int = -1
     fsdp: int = 1
+    devices: int = -1  # use only the first N devices (-1: all); single-process only
     fsdp_min_size: int = 2**18
     distributed: bool = False
     coordinator_address: str | None = None
@@ -124,6 +126,10 @@ def make_mesh(pcfg: ParallelConfig, devices: list[Any] | None = None) -> Mesh:
     """
     devices = list(devices if devices is not None else jax.devices())
     devices.sort(key=lambda d: (d.process_index, d.id))
+    if pcfg.devices != -1:
+        if jax.process_count() > 1 or not 1 <= pcfg.devices <= len(devices):
+            raise ValueError(f"parallel.devices={pcfg.devices}: give -1 or 1..{len(devices)} (single process only).")
+        devices = devices[: pcfg.devices]
     shape = mesh_shape(int(pcfg.data), int(pcfg.fsdp), len(devices))
     return Mesh(np.array(devices, dtype=object).reshape(shape), (DATA, FSDP))
 

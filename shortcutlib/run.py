@@ -26,6 +26,7 @@ from shortcutlib.train.loop import NonFiniteLossError, Run, build_run, restore_d
 log = logging.getLogger("shortcutlib")
 
 MODES = ("train", "eval", "sample")
+CONFIG_GROUPS = ("domain", "model", "objective", "experiment")
 
 
 class UsageError(Exception):
@@ -99,6 +100,20 @@ def main_impl(cfg: DictConfig, run_dir: Path) -> int:
     return 0
 
 
+def check_group_choices(argv: list[str]) -> str | None:
+    """One clear line for an unknown group choice (``domain=nope``), before Hydra's longer report."""
+    import configs
+
+    root = Path(configs.__file__).parent
+    for arg in argv:
+        key, sep, value = arg.lstrip("+~").partition("=")
+        if sep and key in CONFIG_GROUPS and value not in ("", "null"):
+            choices = sorted(p.stem for p in (root / key).glob("*.yaml"))
+            if value not in choices:
+                return f"unknown {key} '{value}'. Accepted: {', '.join(choices)}."
+    return None
+
+
 @hydra.main(version_base=None, config_path="pkg://configs", config_name="config")
 def main(cfg: DictConfig) -> None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
@@ -119,4 +134,8 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    problem = check_group_choices(sys.argv[1:])
+    if problem:
+        print(f"shortcutlib: error: {problem}", file=sys.stderr)
+        sys.exit(2)
     main()

@@ -18,7 +18,9 @@ Every task follows one protocol so collection and evaluation need no task-specif
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -107,7 +109,9 @@ class GoalObservation(gymnasium.Wrapper, gymnasium.utils.RecordConstructorArgs):
     OGBench returns the goal once, as ``info['goal']`` at reset (the goal cube position,
     scaled as in its observations, with ``use_oracle_rep=True``); a one-step policy needs
     it at every step. Without a ``task_id`` reset option the task is drawn from a
-    generator seeded by ``reset(seed=...)`` rather than NumPy's global one.
+    generator seeded by ``reset(seed=...)`` rather than NumPy's global one. The action
+    space is built once here: OGBench makes a new (unseeded, float64-warning) box on
+    every access.
     """
 
     def __init__(self, env: gymnasium.Env):
@@ -115,6 +119,9 @@ class GoalObservation(gymnasium.Wrapper, gymnasium.utils.RecordConstructorArgs):
         gymnasium.Wrapper.__init__(self, env)
         self._goal: np.ndarray | None = None
         self._task_rng = np.random.default_rng()
+        with _quiet_float64_box():
+            space = env.action_space
+        self.action_space = gymnasium.spaces.Box(space.low, space.high, space.shape, np.float32)
         goal_dim = 3 * env.unwrapped._num_cubes
         self.observation_space = gymnasium.spaces.Dict(
             {
@@ -132,13 +139,22 @@ class GoalObservation(gymnasium.Wrapper, gymnasium.utils.RecordConstructorArgs):
         options = dict(options or {})
         if "task_id" not in options and "task_info" not in options:
             options["task_id"] = int(self._task_rng.integers(1, self.env.unwrapped.num_tasks + 1))
-        obs, info = self.env.reset(seed=seed, options=options)
+        with _quiet_float64_box():  # OGBench's reset samples from its action box
+            obs, info = self.env.reset(seed=seed, options=options)
         self._goal = np.asarray(info["goal"], dtype=np.float64)
         return self._wrap(obs), info
 
     def step(self, action):
         obs, reward, terminated, truncated, info = self.env.step(action)
         return self._wrap(obs), reward, terminated, truncated, info
+
+
+@contextlib.contextmanager
+def _quiet_float64_box() -> Iterator[None]:
+    """OGBench declares its action box in float64; Gymnasium warns on every cast to float32."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*precision lowered.*")
+        yield
 
 
 CUBE_NUM_TASKS = 5  # OGBench's five evaluation tasks for cube-single
@@ -148,10 +164,11 @@ def _make_cube_env(render_mode: str | None = None, seed: int | None = None) -> g
     import ogbench.manipspace  # noqa: F401  (registers the OGBench environments)
 
     # OGBench renders with its own camera whatever render_mode says; it is not passed on.
-    env = gymnasium.make("cube-single-v0", use_oracle_rep=True, max_episode_steps=200)
+    with _quiet_float64_box():
+        env = GoalObservation(gymnasium.make("cube-single-v0", use_oracle_rep=True, max_episode_steps=200))
     if render_mode is not None:
         _no_shadows(env.unwrapped._model)
-    return _seeded(GoalObservation(env), seed)
+    return _seeded(env, seed)
 
 
 def _make_cube_expert(env: gymnasium.Env, rng: np.random.Generator, **kwargs: Any) -> Expert:

@@ -1,18 +1,18 @@
 """The Inception-V3 variant used for FID, in Flax NNX, channels-last.
 
-This is the network of pytorch-fid (`pt_inception-2015-12-05-6726825d.pth`,
-itself ported from the 2015-12-05 TensorFlow graph that defined FID). It differs
-from torchvision's Inception-V3 in three places, which are what make its
-features comparable with published FID numbers:
+This is the network of pytorch-fid (``pt_inception-2015-12-05-6726825d.pth``,
+itself ported from the 2015-12-05 TensorFlow graph that defined FID). Besides
+its weights it differs from torchvision's Inception-V3 in two places, which
+published FID numbers depend on:
 
 * the average-pool branches of the A, C and E blocks ignore padded zeros
   (``count_include_pad=False``, as TensorFlow's pooling does);
-* the last E block (``Mixed_7c``) pools its branch with a max, not an average;
-* batch norm uses ``eps = 0.001``.
+* the last E block (``Mixed_7c``) pools its branch with a max, not an average.
 
-Submodule names mirror torchvision's attribute names so that a torch state_dict
-maps onto this module one to one (see ``inception_weights``). The model takes
-already preprocessed input: NHWC float in ``[-1, 1]``, normally 299x299 (see
+Batch norm runs in inference mode with ``eps = 0.001``. Submodule names mirror
+torchvision's attribute names so that a torch state_dict maps onto this module
+one to one; build it with ``inception_weights.load_inception(path)``. The model
+takes preprocessed input, NHWC float in ``[-1, 1]``, normally 299x299 (see
 ``fid.preprocess``), and returns the 2048 pool3 features.
 """
 

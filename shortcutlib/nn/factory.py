@@ -53,6 +53,7 @@ def build_backbone(
             num_classes=num_classes,
             obs_dim=obs_dim,
             obs_horizon=obs_horizon,
+            mlp_ratio=float(model_cfg.get("mlp_ratio", 4.0)),
             rngs=rngs,
             **dtypes,
         )
@@ -69,6 +70,7 @@ def build_backbone(
             hidden=int(model_cfg["hidden"]),
             depth=int(model_cfg["depth"]),
             num_heads=int(model_cfg["num_heads"]),
+            mlp_ratio=float(model_cfg.get("mlp_ratio", 4.0)),
             rngs=rngs,
             **dtypes,
         )

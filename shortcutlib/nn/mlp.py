@@ -72,8 +72,10 @@ class ResidualMLP(nnx.Module):
         if tuple(x_t.shape[1:]) != self.data_shape:
             raise ValueError(f"expected x_t of shape (B, *{self.data_shape}), got {x_t.shape}")
         b = x_t.shape[0]
-        x = self.in_proj(x_t.reshape(b, -1).astype(self.dtype))
         c = self.cond_embedder(t, d, cond)
+        # The conditioning also enters the residual stream: with adaLN-Zero alone, an input of
+        # zeros (one-step regression from x_t = 0) would leave every weight without gradient.
+        x = self.in_proj(x_t.reshape(b, -1).astype(self.dtype)) + c
         for block in self.blocks:
             x = block(x, c)
         return self.final_layer(x, c).reshape(x_t.shape).astype(jnp.float32)

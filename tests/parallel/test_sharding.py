@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -26,15 +27,21 @@ TINY = [
     "train.batch_size=16",
     "train.log_every=4",
     "train.ckpt_every=0",
-    "train.warmup_steps=0",
     "eval.enabled=false",
     "logging.progress=false",
+    "train.schedule=constant",
+    "train.warmup_steps=0",
+    "train.lr=1e-2",
+    "objective=flow_matching",
     "parallel.fsdp_min_size=256",
 ]
 
 
 # ---------------------------------------------------------------- worker (runs in a subprocess)
 def worker(spec: dict) -> None:
+    """Run ``spec["jobs"]`` in order in this process: train (or restore the newest checkpoint of
+    ``run_dir``) and write every array of the resulting state to ``out`` (.npz) with the
+    partition spec of each leaf (.json)."""
     import jax
 
     if spec.get("coordinator"):
@@ -51,47 +58,64 @@ def worker(spec: dict) -> None:
     from shortcutlib.train.loop import build_run, state_shardings, train
 
     with initialize_config_module("configs", version_base=None):
-        cfg = compose("config", overrides=TINY + spec.get("overrides", []))
-    domain = build_domain(cfg.domain)
-    if spec["mode"] == "train":
-        state = train(cfg, domain, Path(spec["run_dir"])).state
-    else:  # restore the newest checkpoint of run_dir onto this process's mesh
-        run = build_run(cfg, domain)
-        pcfg = parallel.ParallelConfig.from_cfg(cfg)
-        mesh = parallel.make_mesh(pcfg)
-        target = parallel.place(run.state, state_shardings(run.state, mesh, pcfg.fsdp_min_size))
-        state, _, _ = Checkpointer(Path(spec["run_dir"]) / "checkpoints", async_save=False).restore(target)
-    leaves = jax.tree_util.tree_flatten_with_path(state)[0]
-    specs = {jax.tree_util.keystr(p): str(x.sharding.spec) for p, x in leaves}
-    host = parallel.gather(state)
-    if jax.process_index() == 0:
-        arrays = {jax.tree_util.keystr(p): np.asarray(x) for p, x in jax.tree_util.tree_flatten_with_path(host)[0]}
-        np.savez(spec["out"], **arrays)
-        Path(spec["out"]).with_suffix(".json").write_text(json.dumps({"devices": jax.device_count(), "specs": specs}))
+        for job in spec["jobs"]:
+            cfg = compose("config", overrides=TINY + job.get("overrides", []))
+            domain = build_domain(cfg.domain)
+            if job["mode"] == "train":
+                state = train(cfg, domain, Path(job["run_dir"])).state
+            else:  # the placed initial state is the target: it carries this job's mesh
+                run = build_run(cfg, domain)
+                pcfg = parallel.ParallelConfig.from_cfg(cfg)
+                mesh = parallel.make_mesh(pcfg)
+                target = parallel.place(run.state, state_shardings(run.state, mesh, pcfg.fsdp_min_size))
+                state, _, _ = Checkpointer(Path(job["run_dir"]) / "checkpoints", async_save=False).restore(target)
+            leaves = jax.tree_util.tree_flatten_with_path(state)[0]
+            info = {
+                "devices": len(leaves[0][1].sharding.device_set),
+                "specs": {jax.tree_util.keystr(p): str(x.sharding.spec) for p, x in leaves},
+            }
+            host = parallel.gather(state)
+            if jax.process_index() == 0:
+                arrays = {jax.tree_util.keystr(p): np.asarray(x) for p, x in jax.tree_util.tree_flatten_with_path(host)[0]}
+                np.savez(job["out"], **arrays)
+                Path(job["out"]).with_suffix(".json").write_text(json.dumps(info))
 
 
 # ---------------------------------------------------------------- helpers for the tests
+def worker_env(devices: int) -> dict[str, str]:
+    """Fake CPU devices, the repository on the path, and a compilation cache shared by the
+    subprocesses (most of their time is compiling the same small programs)."""
+    return {
+        **fake_cpu_devices_env(devices),
+        "PYTHONPATH": str(ROOT),
+        "JAX_COMPILATION_CACHE_DIR": str(Path(tempfile.gettempdir()) / "shortcutlib-test-jax-cache"),
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+        "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+    }
+
+
 def launch(spec: dict, devices: int) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, __file__, json.dumps(spec)],
-        cwd=ROOT,
-        env={**fake_cpu_devices_env(devices), "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+        [sys.executable, __file__, json.dumps(spec)], cwd=ROOT, env=worker_env(devices), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
 
 
-def finish(proc: subprocess.Popen, timeout: float = 240) -> None:
-    out, _ = proc.communicate(timeout=timeout)
+def finish(proc: subprocess.Popen, timeout: float = 420) -> None:
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+        raise AssertionError(f"worker timed out:\n{out[-4000:]}") from None
     assert proc.returncode == 0, out[-4000:]
 
 
-def run_worker(tmp: Path, name: str, devices: int, overrides: list[str], mode: str = "train", run_dir: Path | None = None) -> tuple[dict, dict]:
-    out = tmp / f"{name}.npz"
-    spec = {"mode": mode, "run_dir": str(run_dir or tmp / name), "out": str(out), "overrides": overrides}
-    finish(launch(spec, devices))
-    return dict(np.load(out)), json.loads(out.with_suffix(".json").read_text())
+def job(tmp: Path, name: str, overrides: list[str], mode: str = "train", run_dir: Path | None = None) -> dict:
+    return {"mode": mode, "run_dir": str(run_dir or tmp / name), "out": str(tmp / f"{name}.npz"), "overrides": overrides}
+
+
+def load(tmp: Path, name: str) -> tuple[dict, dict]:
+    return dict(np.load(tmp / f"{name}.npz")), json.loads((tmp / f"{name}.json").read_text())
 
 
 def assert_trees_close(a: dict, b: dict, *, rtol: float = 2e-4, atol: float = 2e-5) -> None:
@@ -119,57 +143,46 @@ def test_mesh_shape_resolves_minus_one():
         mesh_shape(3, 1, 8)
 
 
-def test_data_parallel_and_fsdp_match_one_device(tmp_path):
+def test_sharded_training_and_checkpoints_across_meshes(tmp_path):
+    """One 4-device process: 1-device, data-parallel, FSDP and mixed training agree; a state
+    saved on a 2x2 mesh restores onto 1 device there and onto 8 devices in another process."""
     steps = ["train.steps=6"]
-    # Start all four in parallel: each is mostly JAX start-up and compilation.
-    cases = {
-        "one": (1, []),
-        "dp4": (4, ["parallel.data=-1", "parallel.fsdp=1"]),
-        "fsdp4": (4, ["parallel.data=1", "parallel.fsdp=4"]),
-        "dp2fsdp2": (4, ["parallel.data=2", "parallel.fsdp=2"]),
-    }
-    procs = {}
-    for name, (devices, extra) in cases.items():
-        spec = {"mode": "train", "run_dir": str(tmp_path / name), "out": str(tmp_path / f"{name}.npz"), "overrides": steps + extra}
-        procs[name] = launch(spec, devices)
-    for proc in procs.values():
-        finish(proc)
-    ref = dict(np.load(tmp_path / "one.npz"))
-    assert int(ref[".step"]) == 6
+    saved_dir = tmp_path / "dp2fsdp2"
+    finish(
+        launch(
+            {
+                "jobs": [
+                    job(tmp_path, "one", steps + ["parallel.devices=1"]),
+                    job(tmp_path, "dp4", steps + ["parallel.data=-1", "parallel.fsdp=1"]),
+                    job(tmp_path, "fsdp4", steps + ["parallel.data=1", "parallel.fsdp=-1"]),
+                    job(tmp_path, "dp2fsdp2", steps + ["parallel.data=2", "parallel.fsdp=2"]),
+                    job(tmp_path, "on1", steps + ["parallel.devices=1"], mode="restore", run_dir=saved_dir),
+                ]
+            },
+            4,
+        )
+    )
+    ref, ref_info = load(tmp_path, "one")
+    assert int(ref[".step"]) == 6 and ref_info["devices"] == 1
     for name in ("dp4", "fsdp4", "dp2fsdp2"):
-        got = dict(np.load(tmp_path / f"{name}.npz"))
+        got, info = load(tmp_path, name)
+        assert info["devices"] == 4
         assert_trees_close(got, ref)
-    # FSDP really shards the big kernels (and their Adam moments), data parallelism does not.
-    fsdp_specs = json.loads((tmp_path / "fsdp4.json").read_text())["specs"]
-    dp_specs = json.loads((tmp_path / "dp4.json").read_text())["specs"]
+    # FSDP really shards the big kernels and their Adam moments; data parallelism does not.
+    fsdp_specs = load(tmp_path, "fsdp4")[1]["specs"]
     sharded = [k for k, v in fsdp_specs.items() if "fsdp" in v]
     assert any(k.startswith(".params") for k in sharded) and any(k.startswith(".opt_state") for k in sharded)
-    assert not any("fsdp" in v for v in dp_specs.values())
+    assert not any("fsdp" in v for v in load(tmp_path, "dp4")[1]["specs"].values())
 
-
-def test_checkpoint_moves_between_meshes(tmp_path):
-    run_dir = tmp_path / "run"
-    saved, meta = run_worker(tmp_path, "saved", 4, ["train.steps=3", "parallel.data=2", "parallel.fsdp=2"], run_dir=run_dir)
-    assert any("fsdp" in v for v in meta["specs"].values())
-    # Restore onto 1 device (replicated) and onto 8 devices with a different FSDP width.
-    procs = [
-        launch({"mode": "restore", "run_dir": str(run_dir), "out": str(tmp_path / "on1.npz"), "overrides": ["train.steps=3"]}, 1),
-        launch(
-            {"mode": "restore", "run_dir": str(run_dir), "out": str(tmp_path / "on8.npz"), "overrides": ["train.steps=3", "parallel.data=1", "parallel.fsdp=8"]},
-            8,
-        ),
-    ]
-    for proc in procs:
-        finish(proc)
+    finish(launch({"jobs": [job(tmp_path, "on8", steps + ["parallel.data=1", "parallel.fsdp=8"], mode="restore", run_dir=saved_dir)]}, 8))
+    saved, _ = load(tmp_path, "dp2fsdp2")
     for name, devices in (("on1", 1), ("on8", 8)):
-        restored = dict(np.load(tmp_path / f"{name}.npz"))
-        info = json.loads((tmp_path / f"{name}.json").read_text())
+        restored, info = load(tmp_path, name)
         assert info["devices"] == devices
         assert restored.keys() == saved.keys()
         for k in saved:
             np.testing.assert_array_equal(restored[k], saved[k], err_msg=k)
-    on8 = json.loads((tmp_path / "on8.json").read_text())["specs"]
-    assert any("fsdp" in v for v in on8.values())
+    assert any("fsdp" in v for v in load(tmp_path, "on8")[1]["specs"].values())
 
 
 if __name__ == "__main__":
