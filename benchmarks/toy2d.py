@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.machine import describe_machine  # noqa: E402
+from benchmarks.timing import interleaved_step_times, median_ratio  # noqa: E402
 from domains import build_domain  # noqa: E402
 from domains.vector_eval import metric_vs_steps_plot  # noqa: E402
 from shortcutlib.inference import make_sample_fn  # noqa: E402
@@ -35,26 +36,13 @@ METHODS = ("shortcut", "flow_matching")
 BUDGETS = [1, 2, 4, 8, 16, 32, 64, 128]
 
 
-def interleaved_step_times(cfg, domain, runs, states, blocks: int, block_steps: int) -> dict[str, list[float]]:
-    """Seconds per step for each method, from alternating timed blocks (compiled beforehand)."""
+def training_step_times(cfg, domain, runs, states, rounds: int = 7, block_steps: int = 50) -> dict[str, list[float]]:
     steps = {
         m: jax.jit(make_train_step(runs[m].graphdef, runs[m].objective, runs[m].objective_cfg, runs[m].tx, ema_decay=0.999))
         for m in METHODS
     }
     batches = encoded_batches(domain, int(cfg.train.batch_size), 999, 0)
-    data = [next(batches) for _ in range(block_steps)]
-    states = dict(states)
-    for m in METHODS:  # compile and warm up
-        states[m], out = steps[m](states[m], data[0])
-        jax.block_until_ready(out)
-    times: dict[str, list[float]] = {m: [] for m in METHODS}
-    for _ in range(blocks):
-        for m in METHODS:
-            start = time.perf_counter()
-            for batch in data:
-                states[m], out = steps[m](states[m], batch)
-            jax.block_until_ready(out)
-            times[m].append((time.perf_counter() - start) / block_steps)
+    times, _ = interleaved_step_times(steps, states, [next(batches) for _ in range(block_steps)], rounds=rounds)
     return times
 
 
@@ -89,9 +77,8 @@ def main() -> None:
         states[method] = out.state
         sample_fn = make_sample_fn(runs[method].graphdef, out.state.ema_params, runs[method].objective, domain.sample_shape)
         results[method] = domain.evaluate(sample_fn, BUDGETS, run_dir / "samples")
-    times = interleaved_step_times(cfg, domain, runs, states, blocks=7, block_steps=50)
-    ratios = [s / f for s, f in zip(times["shortcut"], times["flow_matching"])]
-    ratio = statistics.median(ratios)
+    times = training_step_times(cfg, domain, runs, states)
+    ratio, ratios = median_ratio(times["shortcut"], times["flow_matching"])
 
     args.out.mkdir(parents=True, exist_ok=True)
     name = f"toy2d_{args.dataset}" + ("_quick" if args.quick else "")

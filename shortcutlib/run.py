@@ -117,7 +117,8 @@ def check_group_choices(argv: list[str]) -> str | None:
 @hydra.main(version_base=None, config_path="pkg://configs", config_name="config")
 def main(cfg: DictConfig) -> None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    logging.getLogger("absl").setLevel(logging.WARNING)  # orbax logs every save step at INFO
+    for noisy in ("absl", "jax"):  # orbax logs every save step, jax its backend search, at INFO
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         code = main_impl(cfg, run_dir)
     except (UsageError, FileNotFoundError, ValueError, NonFiniteLossError, ImportError) as exc:

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
@@ -117,6 +118,7 @@ class ImageDomain:
         self.fid_cfg = _get(cfg, "fid", {})
         self.vis_cfg = _get(cfg, "vis", {})
         self.classes: list[str] | None = None
+        self._features: Any = None  # FID Inception, loaded on first evaluation
         self._latents = LatentSource(self.latents_dir) if self.latents_dir else None
         if self._latents is not None and self._latents.latent_shape != self.sample_shape:
             raise ValueError(
@@ -236,7 +238,9 @@ class ImageDomain:
         batch = int(_get(self.fid_cfg, "batch_size", 256))
         seed = int(_get(self.fid_cfg, "seed", 0))
         mu_ref, sigma_ref = load_statistics(Path(ref_stats).expanduser())
-        features = InceptionFeatures(str(Path(weights).expanduser()), batch_size=int(_get(self.fid_cfg, "inception_batch_size", 50)))
+        if self._features is None:  # loaded once, reused by later evaluations
+            self._features = InceptionFeatures(str(Path(weights).expanduser()), batch_size=int(_get(self.fid_cfg, "inception_batch_size", 50)))
+        features = self._features
         metrics: dict[str, float] = {}
         for n in steps:
             mu, sigma = compute_statistics(self.generate(sample_fn, int(n), num, batch, seed), features)
@@ -249,36 +253,44 @@ class ImageDomain:
         return metrics
 
     def visualize(self, sample_fn: SampleFn, steps: Sequence[int], out_dir: Path) -> list[Path]:
-        """Sample grids (one row per budget, shared noise), class grids with the sampler's CFG, and
-        a noise-interpolation strip (spherical interpolation between two noise draws) per budget."""
+        """Per step budget: a sample grid (one row per budget, the same noise in every row), class
+        grids (the same noise in every class row, with the sampler's CFG), and a noise-interpolation
+        strip (spherical interpolation between two noise draws).
+
+        Everything shown at one budget comes from one sampler call (one compiled shape).
+        """
         from shortcutlib.sampling import interpolation_noise
 
         out_dir = Path(out_dir)
         steps = sorted(int(n) for n in steps)
         k = int(_get(self.vis_cfg, "num_samples", 8))
+        num_interp = int(_get(self.vis_cfg, "interpolation_points", 8))
         seed = int(_get(self.vis_cfg, "seed", 0))
         key = jax.random.key(seed)
-        paths = []
+        default_classes = IMAGENET_VIS_CLASSES if self.num_classes == 1000 else range(min(self.num_classes, 8))
+        configured = _get(self.vis_cfg, "classes")
+        classes = [int(c) for c in (default_classes if configured is None else configured) if 0 <= int(c) < self.num_classes]
 
-        cond = self.sample_cond(k, seed)
-        per_budget = {n: self.decode_to_uint8(sample_fn(key, n, k, cond)) for n in steps}
-        paths.append(grids.budget_grid(per_budget, out_dir / "grid_budgets.png"))
+        grid_noise = jax.random.normal(jax.random.fold_in(key, 0), (k, *self.sample_shape))
+        interp_noise = interpolation_noise(jax.random.fold_in(key, 1), self.sample_shape, num_interp)
+        noise = jnp.concatenate([grid_noise] * (1 + len(classes)) + [interp_noise])
+        cond = None
+        if self.num_classes > 0:
+            cond = np.concatenate([
+                self.sample_cond(k, seed),
+                np.repeat(np.asarray(classes, np.int32), k),
+                np.full((num_interp,), classes[0] if classes else 0, np.int32),
+            ])
+        grid, interp, per_class = {}, {}, {}
+        for n in steps:
+            images = self.decode_to_uint8(sample_fn(key, n, len(noise), cond, noise=noise))
+            grid[n], interp[n] = images[:k], images[len(images) - num_interp :]
+            per_class[n] = {c: images[(i + 1) * k : (i + 2) * k] for i, c in enumerate(classes)}
 
-        classes = list(_get(self.vis_cfg, "classes", []) or (IMAGENET_VIS_CLASSES if self.num_classes == 1000 else range(min(self.num_classes, 8))))
-        classes = [c for c in classes if c < self.num_classes]
-        if classes:
-            labels = np.repeat(np.asarray(classes, np.int32), k)
-            for n in sorted({steps[0], steps[-1]}):
-                images = self.decode_to_uint8(sample_fn(jax.random.fold_in(key, 1), n, len(labels), labels))
-                rows = {c: images[i * k : (i + 1) * k] for i, c in enumerate(classes)}
-                names = dict(enumerate(self.classes)) if self.classes else None
-                paths.append(grids.class_grid(rows, out_dir / f"classes_{n}steps.png", names))
-
-        num_interp = int(_get(self.vis_cfg, "interpolation_points", 8))
-        noise = interpolation_noise(jax.random.fold_in(key, 2), self.sample_shape, num_interp)
-        interp_cond = None if self.num_classes <= 0 else np.full((num_interp,), classes[0] if classes else 0, np.int32)
-        strips = {n: self.decode_to_uint8(sample_fn(key, n, num_interp, interp_cond, noise=noise)) for n in steps}
-        paths.append(grids.budget_grid(strips, out_dir / "interpolation.png"))
+        paths = [grids.budget_grid(grid, out_dir / "grid_budgets.png"), grids.budget_grid(interp, out_dir / "interpolation.png")]
+        names = dict(enumerate(self.classes)) if self.classes else None
+        for n in steps if classes else []:
+            paths.append(grids.class_grid(per_class[n], out_dir / f"classes_{n}steps.png", names))
         return paths
 
     # ------------------------------------------------------------------ checkpoint state

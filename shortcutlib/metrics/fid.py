@@ -11,7 +11,6 @@ pytorch-fid reads and writes; ``python -m shortcutlib.metrics.fid_stats`` makes 
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Iterable
 from functools import lru_cache, partial
@@ -21,12 +20,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from scipy import linalg
 
+from shortcutlib.metrics.frechet import frechet_distance  # noqa: F401  (re-exported)
 from shortcutlib.metrics.inception import FEATURE_DIM, FIDInceptionV3
 from shortcutlib.metrics.inception_weights import load_inception
 
-log = logging.getLogger(__name__)
 
 INCEPTION_SIZE = 299
 _RANGE_TOLERANCE = 1e-3
@@ -105,7 +103,6 @@ _preprocess_jit = jax.jit(preprocess)
 @partial(jax.jit, static_argnums=0)
 def _forward(graphdef: nnx.GraphDef, state: nnx.State, x: jax.Array) -> jax.Array:
     return nnx.merge(graphdef, state)(x)
-
 
 
 class InceptionFeatures:
@@ -220,37 +217,6 @@ def load_statistics(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
 
 
 # ----------------------------------------------------------------------------- distance
-
-
-def frechet_distance(
-    mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray, eps: float = 1e-6
-) -> float:
-    """d^2 = |mu1 - mu2|^2 + Tr(S1 + S2 - 2 sqrt(S1 S2)), as pytorch-fid computes it.
-
-    If the product's square root is not finite, ``eps`` is added to both diagonals;
-    a complex root is accepted (real part kept) only when its diagonal's imaginary
-    part is within 1e-3 of zero.
-    """
-    mu1, mu2 = np.atleast_1d(mu1), np.atleast_1d(mu2)
-    sigma1, sigma2 = np.atleast_2d(sigma1), np.atleast_2d(sigma2)
-    if mu1.shape != mu2.shape:
-        raise ValueError(f"mean vectors differ in length: {mu1.shape} vs {mu2.shape}")
-    if sigma1.shape != sigma2.shape:
-        raise ValueError(f"covariances differ in shape: {sigma1.shape} vs {sigma2.shape}")
-
-    diff = mu1 - mu2
-    covmean = linalg.sqrtm(sigma1.dot(sigma2))
-    if not np.isfinite(covmean).all():
-        log.warning("fid calculation produces singular product; adding %s to diagonal of cov estimates", eps)
-        offset = np.eye(sigma1.shape[0]) * eps
-        covmean = linalg.sqrtm((sigma1 + offset).dot(sigma2 + offset))
-
-    if np.iscomplexobj(covmean):
-        if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
-            raise ValueError(f"Imaginary component {np.max(np.abs(covmean.imag))}")
-        covmean = covmean.real
-
-    return float(diff.dot(diff) + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
 
 
 def compute_fid(

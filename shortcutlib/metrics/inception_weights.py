@@ -108,9 +108,10 @@ def state_dict_shapes() -> dict[str, tuple[int, ...]]:
     shapes = {}
     for prefix, module in _conv_modules(FIDInceptionV3()).items():
         for suffix, (attr, perm) in _CONV_TENSORS.items():
-            shape = getattr(module, attr).get_value().shape
-            # Undo the layout change: torch shape[perm[i]] = ours[i].
-            shapes[f"{prefix}.{suffix}"] = tuple(shape[perm.index(i)] for i in range(len(shape))) if perm else tuple(shape)
+            shape = tuple(getattr(module, attr).get_value().shape)
+            if perm is not None:  # undo the layout change: ours[i] = torch[perm[i]]
+                shape = tuple(shape[perm.index(i)] for i in range(len(shape)))
+            shapes[f"{prefix}.{suffix}"] = shape
     return shapes
 
 

@@ -131,7 +131,7 @@ def phase_config(cfg: DictConfig, objective: dict[str, Any], steps: int) -> Dict
     out = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
     out.objective = objective
     out.train.steps = steps
-    out.train.ema_decay = min(float(cfg.train.ema_decay), 1.0 - 5.0 / steps)
+    out.train.ema_decay = min(float(cfg.train.ema_decay), max(1.0 - 5.0 / steps, 0.0))
     out.train.warmup_steps = min(int(cfg.train.get("warmup_steps", 0) or 0), steps // 5)
     return out
 

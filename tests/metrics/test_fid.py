@@ -370,16 +370,27 @@ def test_pool3_features_match_pytorch_fid(live_reference, stored_reference, case
     np.testing.assert_allclose(stored_reference[case], outputs[case], rtol=1e-4, atol=1e-5)
 
 
-def test_converted_npz_gives_identical_features(live_reference, tmp_path):
-    _, pth = live_reference
+@pytest.fixture(scope="module")
+def pth_weights(tmp_path_factory) -> Path:
+    """The seeded weights as a torch state_dict, with the tensors the features do not use."""
+    torch = pytest.importorskip("torch")
+    state = {name: torch.from_numpy(value) for name, value in _random_state().items()}
+    state["fc.weight"], state["fc.bias"] = torch.zeros(1008, 2048), torch.zeros(1008)
+    state["Conv2d_1a_3x3.bn.num_batches_tracked"] = torch.tensor(0)
+    path = tmp_path_factory.mktemp("pth") / iw.WEIGHTS_FILENAME
+    torch.save(state, path)
+    return path
+
+
+def test_pth_and_its_npz_conversion_give_identical_features(pth_weights, features, tmp_path):
     out = tmp_path / "converted.npz"
-    iw.main(["convert", "--pth", str(pth), "--out", str(out)])
+    iw.main(["convert", "--pth", str(pth_weights), "--out", str(out)])
     with np.load(out) as data:
         assert not any(k.startswith("fc.") or k.endswith("num_batches_tracked") for k in data.files)
     images = _images(12, BATCH, (40, 40))
-    from_pth = fid.InceptionFeatures(pth, batch_size=BATCH)(images)
-    from_npz = fid.InceptionFeatures(out, batch_size=BATCH)(images)
-    np.testing.assert_array_equal(from_npz, from_pth)
+    from_pth = fid.InceptionFeatures(pth_weights, batch_size=BATCH)(images)
+    np.testing.assert_array_equal(fid.InceptionFeatures(out, batch_size=BATCH)(images), from_pth)
+    np.testing.assert_array_equal(features(images), from_pth)
 
 
 def _write_reference() -> None:
@@ -389,7 +400,9 @@ def _write_reference() -> None:
 
     model, _ = _pytorch_fid_model(_random_state())
     outputs = _pytorch_fid_outputs(model)
-    made_with = f"pytorch-fid {version('pytorch-fid')}, torch {torch.__version__}, torchvision {torchvision.__version__}"
+    made_with = (
+        f"pytorch-fid {version('pytorch-fid')}, torch {torch.__version__}, torchvision {torchvision.__version__}"
+    )
     np.savez(REFERENCE_FILE, made_with=np.array(made_with), **outputs)
     print(f"wrote {REFERENCE_FILE} ({made_with})")
 

@@ -185,5 +185,31 @@ def test_sharded_training_and_checkpoints_across_meshes(tmp_path):
     assert any("fsdp" in v for v in load(tmp_path, "on8")[1]["specs"].values())
 
 
+def test_bfloat16_compute_keeps_float32_state_and_loss():
+    """model.dtype=bfloat16 is mixed precision: bf16 matmuls, f32 params/optimizer state/loss."""
+    import jax
+    import jax.numpy as jnp
+    from hydra import compose, initialize_config_module
+
+    from domains import build_domain
+    from shortcutlib import parallel
+    from shortcutlib.train.loop import build_run, sharded_train_step, state_shardings
+
+    with initialize_config_module("configs", version_base=None):
+        cfg = compose("config", overrides=TINY + ["model.dtype=bfloat16", "parallel.devices=1"])
+    domain = build_domain(cfg.domain)
+    run = build_run(cfg, domain)
+    mesh = parallel.make_mesh(parallel.ParallelConfig.from_cfg(cfg))
+    shardings = state_shardings(run.state, mesh, 256)
+    step = sharded_train_step(run, cfg, mesh, shardings)
+    batch = {"x": np.random.default_rng(0).normal(size=(16, 2)).astype(np.float32), "cond": None}
+    hlo = step.lower(run.state, batch, None).as_text()
+    assert "bf16" in hlo
+    state, metrics = step(parallel.place(run.state, shardings), parallel.global_batch(batch, mesh, 16), None)
+    assert metrics["loss"].dtype == jnp.float32 and np.isfinite(float(metrics["loss"]))
+    floats = [x for x in jax.tree.leaves((state.params, state.ema_params, state.opt_state)) if jnp.issubdtype(x.dtype, jnp.floating)]
+    assert floats and all(x.dtype == jnp.float32 for x in floats)
+
+
 if __name__ == "__main__":
     worker(json.loads(sys.argv[1]))

@@ -107,7 +107,12 @@ def test_corrupted_checkpoint_falls_back_to_the_previous_one(tmp_path, caplog):
 def test_partial_checkpoint_falls_back(tmp_path, caplog):
     cfg = config("train.steps=4", "train.ckpt_every=2")
     domain = build_domain(cfg.domain)
-    train(cfg, domain, tmp_path)
+    run = build_run(cfg, domain)
+    initial = leaves(run.state)
+    train(cfg, domain, tmp_path, run=run)
+    # The step donates its state, but never the caller's arrays.
+    for a, b in zip(leaves(run.state), initial):
+        np.testing.assert_array_equal(a, b)
     for p in (tmp_path / "checkpoints" / "4" / "state").rglob("*"):
         if p.is_file() and p.parent.name == "d":
             p.unlink()  # a save cut short: metadata present, array data missing

@@ -1,0 +1,254 @@
+"""Shortcut, flow-matching and MSE behaviour-cloning policies on the robot tasks: closed-loop
+success at 1, 4 and 128 sampling steps, action-chunk latency, and the experts' own success.
+
+    python benchmarks/robot_policies.py [--tasks reacher,pointmaze_medium] [--steps N] [--episodes 100] [--quick]
+
+For every task the three policies share the demonstrations, backbone, batch size, optimizer
+and step count (``configs/domain/robot.yaml`` and ``configs/model/robot.yaml`` unless
+``--set key=value`` overrides them); they differ only in ``objective``. Each is evaluated
+on the same ``--episodes`` evaluation episodes (same reset seeds, same sampling seed).
+Results accumulate per task in ``results/robot_policies.json``, so tasks can be run in
+separate invocations; the markdown table is rebuilt from it every time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.machine import describe_machine  # noqa: E402
+from domains import build_domain  # noqa: E402
+from shortcutlib.config import compose_config  # noqa: E402
+from shortcutlib.inference import make_sample_fn  # noqa: E402
+from shortcutlib.train.loop import build_run, train  # noqa: E402
+
+TASKS = ("reacher", "pointmaze_medium", "pointmaze_large", "cube_single")
+# objective -> the step budgets it is evaluated at (BC is one deterministic step by construction).
+METHODS = {"shortcut": [1, 4, 128], "flow_matching": [1, 4, 128], "bc": [1]}
+LABELS = {"shortcut": "shortcut", "flow_matching": "flow matching", "bc": "MSE BC"}
+QUICK_STEPS, QUICK_EPISODES = 300, 10
+
+
+def task_overrides(task: str, args: argparse.Namespace) -> list[str]:
+    overrides = [
+        "domain=robot",
+        f"domain.task={task}",
+        f"domain.rollout.num_episodes={args.episodes}",
+        "train.ckpt_every=0",
+        "logging.progress=false",
+    ]
+    if args.steps is not None:
+        overrides.append(f"train.steps={args.steps}")
+    return overrides + list(args.set)
+
+
+def expert_success(domain: Any) -> float | None:
+    """The scripted expert's success rate over the collected demonstrations (local datasets only)."""
+    from domains.robot.domain import MANIFEST, _local_cache_dir
+
+    if str(domain.cfg.source) != "local":
+        return None
+    manifest = _local_cache_dir(domain.cfg) / MANIFEST
+    return float(json.loads(manifest.read_text())["collect"]["success_rate"])
+
+
+def single_obs_latency_ms(sample_fn: Any, domain: Any, num_steps: int, calls: int = 100) -> float:
+    """Median wall time of one policy call on a single observation history (compiled beforehand)."""
+    cond = domain.sample_cond(1, seed=0)
+    key = jax.random.key(0)
+    np.asarray(sample_fn(key, num_steps, num_samples=1, cond=cond))
+    times = []
+    for i in range(calls):
+        start = time.perf_counter()
+        np.asarray(sample_fn(jax.random.fold_in(key, i), num_steps, num_samples=1, cond=cond))
+        times.append(time.perf_counter() - start)
+    return 1000.0 * statistics.median(times)
+
+
+def run_task(task: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    overrides = task_overrides(task, args)
+    start_task = time.perf_counter()
+    base_cfg = compose_config(overrides + ["objective=shortcut"])
+    start = time.perf_counter()
+    domain = build_domain(base_cfg.domain)  # collects the demonstrations on first use
+    data_s = time.perf_counter() - start
+    entry: dict[str, Any] = {
+        "overrides": overrides,
+        "expert_success": expert_success(domain),
+        "num_train_episodes": int(domain.train_episodes.num_episodes),
+        "episodes": int(domain.cfg.rollout.num_episodes),
+        "train": {k: base_cfg.train[k] for k in ("steps", "batch_size", "lr", "schedule", "warmup_steps", "ema_decay")},
+        "model": dict(base_cfg.model),
+        "windows": {k: int(domain.cfg[k]) for k in ("obs_horizon", "horizon", "action_horizon")},
+        "data_s": data_s,
+        "methods": {},
+    }
+    for method, budgets in METHODS.items():
+        cfg = compose_config(overrides + [f"objective={method}"])
+        tag = hashlib.sha1(json.dumps(overrides).encode()).hexdigest()[:8]
+        run_dir = work / f"{task}_{method}_{tag}"
+        shutil.rmtree(run_dir, ignore_errors=True)  # a fresh run every time: no resuming from older settings
+        run = build_run(cfg, domain)
+        start = time.perf_counter()
+        out = train(cfg, domain, run_dir, run=run)
+        train_s = time.perf_counter() - start
+        sample_fn = make_sample_fn(run.graphdef, out.state.ema_params, run.objective, tuple(domain.sample_shape))
+        start = time.perf_counter()
+        metrics = domain.evaluate(sample_fn, budgets, run_dir / "samples")
+        eval_s = time.perf_counter() - start
+        final_loss = _final_loss(run_dir / "metrics.jsonl")
+        entry["methods"][method] = {
+            **metrics,
+            "latency_1obs_ms@1": single_obs_latency_ms(sample_fn, domain, 1),
+            "train_s": train_s,
+            "eval_s": eval_s,
+            "steps_per_sec": out.steps_per_sec,
+            "final_loss": final_loss,
+        }
+        print(f"[{task}] {method}: " + json.dumps({k: round(v, 4) for k, v in entry["methods"][method].items()}), flush=True)
+    entry["wall_s"] = time.perf_counter() - start_task
+    return entry
+
+
+def _final_loss(path: Path) -> float:
+    losses = [json.loads(line).get("loss") for line in path.read_text().splitlines()]
+    losses = [v for v in losses if v is not None]
+    return float(losses[-1]) if losses else float("nan")
+
+
+def pct(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.0f}%"
+
+
+def render(results: dict[str, Any], machine: str, name: str, not_run: dict[str, str]) -> str:
+    lines = [
+        "# Robot policies: shortcut vs flow matching vs MSE behaviour cloning",
+        "",
+        f"Machine: {machine}.",
+        "",
+        "Success rate over the evaluation episodes (closed loop in MuJoCo; reset seeds from the evaluation stream, "
+        "so no episode was seen in the demonstrations). Every policy of a task shares the demonstrations, backbone, "
+        "batch, optimizer and step count; the policies differ only in the objective. `sc@n` / `fm@n` = shortcut / "
+        "flow matching sampled with n Euler steps; BC is one deterministic step.",
+        "",
+        "| task | expert | episodes | sc@1 | sc@4 | sc@128 | fm@1 | fm@4 | fm@128 | MSE BC |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for task in TASKS:
+        if task not in results:
+            continue
+        r = results[task]
+        m = r["methods"]
+        cells = [pct(m[meth].get(f"success@{n}")) for meth in ("shortcut", "flow_matching") for n in METHODS[meth]]
+        lines.append(f"| {task} | {pct(r['expert_success'])} | {r['episodes']} | " + " | ".join(cells) + f" | {pct(m['bc']['success@1'])} |")
+    lines += [
+        "",
+        "Latency of one 1-step policy call (ms): on the batch of 10 environments stepped in lockstep during the rollouts "
+        "(mean over the calls), and on a single observation history (median of 100 calls); jit compilation excluded.",
+        "",
+        "| task | shortcut, batch 10 | shortcut, 1 obs | flow matching, batch 10 | MSE BC, batch 10 | sc@128, batch 10 |",
+        "|---|---|---|---|---|---|",
+    ]
+    for task in TASKS:
+        if task not in results:
+            continue
+        m = results[task]["methods"]
+        lines.append(
+            f"| {task} | {m['shortcut']['latency_ms@1']:.2f} | {m['shortcut']['latency_1obs_ms@1']:.2f} | "
+            f"{m['flow_matching']['latency_ms@1']:.2f} | {m['bc']['latency_ms@1']:.2f} | {m['shortcut']['latency_ms@128']:.1f} |"
+        )
+    lines += ["", "## Settings and wall times", ""]
+    for task in TASKS:
+        if task not in results:
+            continue
+        r = results[task]
+        t, w, mo = r["train"], r["windows"], r["model"]
+        model = ", ".join(f"{k} {v}" for k, v in mo.items() if k != "dtype")
+        lines.append(
+            f"- **{task}**: {r['num_train_episodes']} training demonstrations; windows obs_horizon {w['obs_horizon']}, "
+            f"horizon {w['horizon']}, action_horizon {w['action_horizon']}; model {model}; {t['steps']} steps, batch "
+            f"{t['batch_size']}, lr {t['lr']} ({t['schedule']}, warm-up {t['warmup_steps']}), EMA {t['ema_decay']}. "
+            f"Command: `python benchmarks/robot_policies.py {r['command']}`. Wall time {r['wall_s'] / 60:.1f} min "
+            f"(data {r['data_s']:.0f} s; "
+            + "; ".join(
+                f"{LABELS[k]} train {v['train_s']:.0f} s at {v['steps_per_sec']:.1f} steps/s, eval {v['eval_s']:.0f} s"
+                for k, v in r["methods"].items()
+            )
+            + f"). Run at {r['finished']}."
+        )
+    if not_run:
+        lines += ["", "## Not run", ""]
+        lines += [f"- **{task}**: {why}" for task, why in not_run.items()]
+    lines += ["", f"Raw numbers: `{name}.json`."]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated subset of {','.join(TASKS)}")
+    parser.add_argument("--steps", type=int, default=None, help="training steps per policy (default: train.steps of the config)")
+    parser.add_argument("--episodes", type=int, default=100, help="evaluation episodes per policy and step budget")
+    parser.add_argument("--quick", action="store_true", help=f"a smoke run: {QUICK_STEPS} steps, {QUICK_EPISODES} episodes")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra config override (repeatable)")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--name", default=None, help="results file stem (default robot_policies, or robot_policies_quick)")
+    parser.add_argument(
+        "--not-run", action="append", default=[], metavar="TASK=REASON",
+        help="record why a task was not run (shown in the results file) and only rebuild the markdown",
+    )
+    args = parser.parse_args()
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    unknown = sorted(set(tasks) - set(TASKS))
+    if unknown:
+        parser.error(f"unknown task(s) {unknown}; choose from {', '.join(TASKS)}")
+    if args.quick:
+        args.steps, args.episodes = QUICK_STEPS, QUICK_EPISODES
+    name = args.name or ("robot_policies_quick" if args.quick else "robot_policies")
+    args.out.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = args.out / f"{name}.json", args.out / f"{name}.md"
+    stored = json.loads(json_path.read_text()) if json_path.is_file() else {"results": {}}
+    machine = describe_machine()
+    if args.not_run:
+        for item in args.not_run:
+            task, _, reason = item.partition("=")
+            stored.setdefault("not_run", {})[task] = reason
+        json_path.write_text(json.dumps(stored, indent=1, default=str))
+        tasks = []
+    work = args.out / ".robot_policies_runs"
+    for task in tasks:
+        entry = run_task(task, args, work)
+        command = [f"--tasks {task}", f"--episodes {args.episodes}"]
+        if args.steps is not None:
+            command.append(f"--steps {args.steps}")
+        command += [f"--set {s}" for s in args.set]
+        entry.update(command=" ".join(command), machine=machine, finished=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+        stored["results"][task] = entry
+        stored.get("not_run", {}).pop(task, None)
+        # Written after every task, so a later task that is interrupted loses nothing before it.
+        json_path.write_text(json.dumps(stored, indent=1, default=str))
+        write_markdown(stored, machine, name, md_path)
+    if not tasks:
+        write_markdown(stored, machine, name, md_path)
+    print(md_path.read_text())
+
+
+def write_markdown(stored: dict[str, Any], machine: str, name: str, path: Path) -> None:
+    not_run = {t: stored.get("not_run", {}).get(t, "not run yet") for t in TASKS if t not in stored["results"]}
+    path.write_text(render(stored["results"], machine, name, not_run))
+
+
+if __name__ == "__main__":
+    main()
