@@ -93,10 +93,12 @@ def run_task(task: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "train": {k: base_cfg.train[k] for k in ("steps", "batch_size", "lr", "schedule", "warmup_steps", "ema_decay")},
         "model": dict(base_cfg.model),
         "windows": {k: int(domain.cfg[k]) for k in ("obs_horizon", "horizon", "action_horizon")},
+        "norm": {k: str(domain.cfg[k]) for k in ("obs_norm", "action_norm")},
         "data_s": data_s,
         "methods": {},
     }
-    for method, budgets in METHODS.items():
+    for method in args.methods:
+        budgets = METHODS[method]
         cfg = compose_config(overrides + [f"objective={method}"])
         tag = hashlib.sha1(json.dumps(overrides).encode()).hexdigest()[:8]
         run_dir = work / f"{task}_{method}_{tag}"
@@ -133,6 +135,10 @@ def pct(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.0f}%"
 
 
+def ms(value: float | None, digits: int) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
 def render(results: dict[str, Any], machine: str, name: str, not_run: dict[str, str]) -> str:
     lines = [
         "# Robot policies: shortcut vs flow matching vs MSE behaviour cloning",
@@ -152,8 +158,8 @@ def render(results: dict[str, Any], machine: str, name: str, not_run: dict[str, 
             continue
         r = results[task]
         m = r["methods"]
-        cells = [pct(m[meth].get(f"success@{n}")) for meth in ("shortcut", "flow_matching") for n in METHODS[meth]]
-        lines.append(f"| {task} | {pct(r['expert_success'])} | {r['episodes']} | " + " | ".join(cells) + f" | {pct(m['bc']['success@1'])} |")
+        cells = [pct(m.get(meth, {}).get(f"success@{n}")) for meth in METHODS for n in METHODS[meth]]
+        lines.append(f"| {task} | {pct(r['expert_success'])} | {r['episodes']} | " + " | ".join(cells) + " |")
     lines += [
         "",
         "Latency of one 1-step policy call (ms): on the batch of 10 environments stepped in lockstep during the rollouts "
@@ -166,10 +172,9 @@ def render(results: dict[str, Any], machine: str, name: str, not_run: dict[str, 
         if task not in results:
             continue
         m = results[task]["methods"]
-        lines.append(
-            f"| {task} | {m['shortcut']['latency_ms@1']:.2f} | {m['shortcut']['latency_1obs_ms@1']:.2f} | "
-            f"{m['flow_matching']['latency_ms@1']:.2f} | {m['bc']['latency_ms@1']:.2f} | {m['shortcut']['latency_ms@128']:.1f} |"
-        )
+        cells = [("shortcut", "latency_ms@1", 2), ("shortcut", "latency_1obs_ms@1", 2), ("flow_matching", "latency_ms@1", 2)]
+        cells += [("bc", "latency_ms@1", 2), ("shortcut", "latency_ms@128", 1)]
+        lines.append(f"| {task} | " + " | ".join(ms(m.get(meth, {}).get(key), digits) for meth, key, digits in cells) + " |")
     lines += ["", "## Settings and wall times", ""]
     for task in TASKS:
         if task not in results:
@@ -179,7 +184,8 @@ def render(results: dict[str, Any], machine: str, name: str, not_run: dict[str, 
         model = ", ".join(f"{k} {v}" for k, v in mo.items() if k != "dtype")
         lines.append(
             f"- **{task}**: {r['num_train_episodes']} training demonstrations; windows obs_horizon {w['obs_horizon']}, "
-            f"horizon {w['horizon']}, action_horizon {w['action_horizon']}; model {model}; {t['steps']} steps, batch "
+            f"horizon {w['horizon']}, action_horizon {w['action_horizon']}; normalisation: observations "
+            f"{r['norm']['obs_norm']}, actions {r['norm']['action_norm']}; model {model}; {t['steps']} steps, batch "
             f"{t['batch_size']}, lr {t['lr']} ({t['schedule']}, warm-up {t['warmup_steps']}), EMA {t['ema_decay']}. "
             f"Command: `python benchmarks/robot_policies.py {r['command']}`. Wall time {r['wall_s'] / 60:.1f} min "
             f"(data {r['data_s']:.0f} s; "
@@ -201,6 +207,9 @@ def main() -> None:
     parser.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated subset of {','.join(TASKS)}")
     parser.add_argument("--steps", type=int, default=None, help="training steps per policy (default: train.steps of the config)")
     parser.add_argument("--episodes", type=int, default=100, help="evaluation episodes per policy and step budget")
+    parser.add_argument(
+        "--methods", default=",".join(METHODS), help="comma-separated subset of the objectives (the table needs all three)"
+    )
     parser.add_argument("--quick", action="store_true", help=f"a smoke run: {QUICK_STEPS} steps, {QUICK_EPISODES} episodes")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra config override (repeatable)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
@@ -214,6 +223,9 @@ def main() -> None:
     unknown = sorted(set(tasks) - set(TASKS))
     if unknown:
         parser.error(f"unknown task(s) {unknown}; choose from {', '.join(TASKS)}")
+    args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if set(args.methods) - set(METHODS):
+        parser.error(f"unknown method(s) {sorted(set(args.methods) - set(METHODS))}; choose from {', '.join(METHODS)}")
     if args.quick:
         args.steps, args.episodes = QUICK_STEPS, QUICK_EPISODES
     name = args.name or ("robot_policies_quick" if args.quick else "robot_policies")
@@ -235,6 +247,8 @@ def main() -> None:
             command.append(f"--steps {args.steps}")
         command += [f"--set {s}" for s in args.set]
         entry.update(command=" ".join(command), machine=machine, finished=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+        # Re-read first: another invocation may have added a task meanwhile.
+        stored = json.loads(json_path.read_text()) if json_path.is_file() else {"results": {}}
         stored["results"][task] = entry
         stored.get("not_run", {}).pop(task, None)
         # Written after every task, so a later task that is interrupted loses nothing before it.

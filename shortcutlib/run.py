@@ -81,9 +81,9 @@ def main_impl(cfg: DictConfig, run_dir: Path) -> int:
     if cfg.mode not in MODES:
         raise UsageError(f"Unknown mode '{cfg.mode}'. Accepted: {', '.join(MODES)}.")
     if cfg.mode == "train":
+        domain = build_domain(cfg.domain)  # first: bad paths fail before anything is written
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-        domain = build_domain(cfg.domain)
         result = train(cfg, domain, run_dir)
         if result.preempted:
             log.warning("Stopped at step %d; rerun with out_dir=%s to resume.", int(result.state.step), run_dir)

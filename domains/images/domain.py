@@ -119,40 +119,51 @@ class ImageDomain:
         self.vis_cfg = _get(cfg, "vis", {})
         self.classes: list[str] | None = None
         self._features: Any = None  # FID Inception, loaded on first evaluation
-        self._latents = LatentSource(self.latents_dir) if self.latents_dir else None
-        if self._latents is not None and self._latents.latent_shape != self.sample_shape:
-            raise ValueError(
-                f"Latents in {self.latents_dir} have shape {self._latents.latent_shape}, "
-                f"domain.latent_shape is {self.sample_shape}."
-            )
+        self._latent_sources: dict[str, LatentSource] = {}
         self.num_classes = self._resolve_num_classes(_get(cfg, "num_classes"))
         self.codec = ImageCodec(
-            _get(cfg, "vae_path"), pre_encoded=self._latents is not None, chunk_size=int(_get(cfg, "vae_batch_size", 32)), vae=vae
+            _get(cfg, "vae_path"), pre_encoded=bool(self.latents_dir), chunk_size=int(_get(cfg, "vae_batch_size", 32)), vae=vae
         )
+        if not self.latents_dir:
+            self._open("train")  # fail now, with instructions, if the data are missing
         for key in ("weights", "ref_stats"):
             if not _get(self.fid_cfg, key):
                 log.warning("domain.fid.%s is not set: evaluation (FID) will fail; visualisation works.", key)
 
+    def _latent_source(self, directory: str) -> LatentSource:
+        """Pre-encoded latents, opened on first use (evaluation needs none)."""
+        if directory not in self._latent_sources:
+            source = LatentSource(directory)
+            if source.latent_shape != self.sample_shape:
+                raise ValueError(f"Latents in {directory} have shape {source.latent_shape}, domain.latent_shape is {self.sample_shape}.")
+            expected = getattr(self, "num_classes", 0)  # unset while num_classes is being resolved from these latents
+            if expected and source.num_classes != expected:
+                raise ValueError(f"Latents in {directory} have {source.num_classes} classes, domain.num_classes is {expected}.")
+            self.classes = self.classes or source.meta.get("classes")
+            self._latent_sources[directory] = source
+        return self._latent_sources[directory]
+
     def _resolve_num_classes(self, configured: int | None) -> int:
-        if self._latents is not None:
-            found = self._latents.num_classes
-            self.classes = self._latents.meta.get("classes")
-        elif self.source in TFDS_DATASETS:
-            found = TFDS_DATASETS[self.source].num_classes
-        else:
-            if self.data_dir is None:
-                raise DataMissingError("domain.data_dir is not set: point it at the image folder.")
-            self.classes = folder_classes(folder_split_dir(self.data_dir, "train"))
-            found = len(self.classes)
-        if configured is not None and int(configured) not in (found, 0):
-            raise ValueError(f"domain.num_classes={configured} but the data have {found} classes.")
-        # num_classes: 0 trains an unconditional model on labelled data.
-        return int(configured) if configured is not None else found
+        """The configured number (0: unconditional even on labelled data), else what the data have."""
+        if configured is not None:
+            return int(configured)
+        if self.latents_dir:
+            return self._latent_source(self.latents_dir).num_classes
+        if self.source in TFDS_DATASETS:
+            return TFDS_DATASETS[self.source].num_classes
+        if self.data_dir is None:
+            raise DataMissingError("domain.data_dir is not set: point it at the image folder.")
+        self.classes = folder_classes(folder_split_dir(self.data_dir, "train"))
+        return len(self.classes)
 
     # ------------------------------------------------------------------ data
 
     def _open(self, split: str) -> ImageSource:
-        return open_source(self.source, split, self.data_dir, manual_dir=self.manual_dir, classes=self.classes)
+        source = open_source(self.source, split, self.data_dir, manual_dir=self.manual_dir, classes=self.classes)
+        if self.num_classes and source.num_classes > self.num_classes:
+            raise ValueError(f"The data have {source.num_classes} classes, more than domain.num_classes={self.num_classes}.")
+        self.classes = self.classes or getattr(source, "classes", None) or None
+        return source
 
     def _pixel_batches(self, split: str, batch_size: int, seed: int, start_batch: int, flip: bool) -> Iterator[Batch]:
         source = self._open(split)
@@ -170,14 +181,14 @@ class ImageDomain:
 
     def train_data(self, batch_size: int, seed: int, start_batch: int = 0) -> Iterator[Batch]:
         """Host-local batches ``{"x", "cond"}`` over reshuffled epochs; resumes at ``start_batch``."""
-        if self._latents is not None:
-            return self._latents.batches(batch_size, seed, start_batch, conditional=self.num_classes > 0)
+        if self.latents_dir:
+            return self._latent_source(self.latents_dir).batches(batch_size, seed, start_batch, conditional=self.num_classes > 0)
         return self._pixel_batches("train", batch_size, seed, start_batch, self.flip)
 
     def eval_data(self, batch_size: int, seed: int) -> Iterator[Batch]:
         """Held-out batches (CelebA-HQ has none: its train split). With latents: ``eval_latents_dir``, else the training latents."""
-        if self._latents is not None:
-            source = LatentSource(self.eval_latents_dir) if self.eval_latents_dir else self._latents
+        if self.latents_dir:
+            source = self._latent_source(self.eval_latents_dir or self.latents_dir)
             return source.batches(batch_size, seed, conditional=self.num_classes > 0)
         return self._pixel_batches("eval", batch_size, seed, 0, flip=False)
 
@@ -239,7 +250,8 @@ class ImageDomain:
         seed = int(_get(self.fid_cfg, "seed", 0))
         mu_ref, sigma_ref = load_statistics(Path(ref_stats).expanduser())
         if self._features is None:  # loaded once, reused by later evaluations
-            self._features = InceptionFeatures(str(Path(weights).expanduser()), batch_size=int(_get(self.fid_cfg, "inception_batch_size", 50)))
+            inception_batch = int(_get(self.fid_cfg, "inception_batch_size", 50))
+            self._features = InceptionFeatures(str(Path(weights).expanduser()), batch_size=inception_batch)
         features = self._features
         metrics: dict[str, float] = {}
         for n in steps:

@@ -7,7 +7,8 @@ into an RGB PIL image. :func:`image_batches` decodes, crops and flips in a threa
 
 Reading TFDS datasets needs no TensorFlow: they are opened as ``array_record`` data
 sources with image decoding skipped, and decoded here with PIL. Preparing them once with
-``tfds build`` does need TensorFlow (the ImageNet and CelebA-HQ builders use ``tf.io``).
+``tfds build`` does need TensorFlow (the ImageNet and CelebA-HQ builders use ``tf.io``)
+and the ``importlib_resources`` backport (TFDS locates its builder code with it).
 
 Multi-host: each of ``jax.process_count()`` processes reads the indices
 ``process_index, process_index + process_count, ...`` of a split: disjoint, and together
@@ -102,7 +103,7 @@ def _missing_tfds_message(spec: TFDSSpec, data_dir: Path, manual_dir: Any, probl
         f"  {expected}/  (dataset_info.json, features.json, "
         f"{base}-{spec.train_split}.array_record-00000-of-NNNNN, ...)\n"
         f"Prepare it once with {spec.manual_files} in the manual dir "
-        f"(preparation needs TensorFlow: pip install tensorflow; reading does not):\n"
+        f"(preparation needs TensorFlow: pip install tensorflow importlib_resources; reading does not):\n"
         f"  {tfds_prepare_command(spec, data_dir, manual_dir)}\n"
         f"or point data_dir at the folder that contains {spec.tfds_name}/."
     )
@@ -239,6 +240,9 @@ def open_source(
     if split not in ("train", "eval"):
         raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
     if data_dir is None:
+        if source in TFDS_DATASETS:
+            spec = TFDS_DATASETS[source]
+            raise DataMissingError(_missing_tfds_message(spec, Path("<data_dir>"), manual_dir, "domain.data_dir is not set."))
         raise DataMissingError(f"data_dir is not set for source {source!r}; set domain.data_dir=<path>.")
     if source in TFDS_DATASETS:
         spec = TFDS_DATASETS[source]

@@ -159,15 +159,15 @@ class FiniteWatch:
         self.mode, self.ckpt = mode, ckpt
         self.pending: list[tuple[int, jax.Array]] = []
         self.last_good: int | None = ckpt.latest_step()
-        self.skipped = 0
+        self.skipped = 0  # in this call of train()
 
     def add(self, done: int, metrics: dict[str, jax.Array]) -> None:
         self.pending.append((done, metrics["finite"]))
 
-    def check(self) -> int:
-        """Raise on the first non-finite step (stop mode); return how many were skipped since the last check."""
+    def check(self) -> None:
+        """Raise on the first non-finite step (stop mode), else count the skipped updates."""
         if not self.pending:
-            return 0
+            return
         flags = parallel.to_host([f for _, f in self.pending])
         bad = [done for (done, _), f in zip(self.pending, flags) if not bool(f)]
         self.pending = []
@@ -180,7 +180,6 @@ class FiniteWatch:
         if bad:
             log.warning("Skipped %d update(s) with a non-finite loss or gradients (first at step %d).", len(bad), bad[0])
         self.skipped += len(bad)
-        return len(bad)
 
 
 def train(
@@ -269,7 +268,7 @@ def train(
                 window_steps += 1
                 done = step + 1
                 if done % log_every == 0 or done == total:
-                    skipped = watch.check()
+                    watch.check()
                     metrics = parallel.to_host(metrics)
                     now = time.perf_counter()
                     rate = window_steps / max(now - window_start, 1e-9)
@@ -277,7 +276,7 @@ def train(
                         timed_steps, timed_secs = timed_steps + window_steps, timed_secs + (now - window_start)
                     window_start, window_steps = now, 0
                     loss = float(metrics["loss"])
-                    logger.log(done, {**metrics, "steps_per_sec": rate, "skipped_updates": skipped})
+                    logger.log(done, {**metrics, "steps_per_sec": rate, "skipped_updates": watch.skipped})
                     bar.set_postfix(loss=f"{loss:.4f}", steps_per_s=f"{rate:.1f}")
                 bar.update(1)
                 if ckpt_every and done % ckpt_every == 0 and done != total:

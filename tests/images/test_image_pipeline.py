@@ -11,7 +11,6 @@ import dataclasses
 import json
 from pathlib import Path
 
-import jax
 import numpy as np
 import pytest
 from PIL import Image
@@ -19,7 +18,7 @@ from PIL import Image
 from domains.images import latents as latents_mod
 from domains.images.domain import ImageDomain, ref_stats_main
 from domains.images.preprocess import to_model_range
-from domains.images.sources import open_source, ordered_batches, image_batches
+from domains.images.sources import image_batches, open_source, ordered_batches
 
 pytest.importorskip("safetensors")
 

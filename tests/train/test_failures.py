@@ -39,6 +39,21 @@ class PoisonedDomain:
             yield batch
 
 
+def checkpoint_steps(directory: Path) -> list[int]:
+    ckpt = Checkpointer(directory, async_save=False)
+    steps = ckpt.all_steps()
+    ckpt.close()
+    return steps
+
+
+def restore(directory: Path, target, step: int | None = None):
+    ckpt = Checkpointer(directory, async_save=False)
+    try:
+        return ckpt.restore(target, step)
+    finally:
+        ckpt.close()
+
+
 def leaves(tree) -> list[np.ndarray]:
     return [np.asarray(x) for x in jax.tree.leaves(jax.device_get(tree))]
 
@@ -52,23 +67,24 @@ def test_nonfinite_loss_stops_naming_step_and_checkpoint(tmp_path):
     assert f"Last good checkpoint: {tmp_path / 'checkpoints' / '5'}." in message
     assert "train.on_nonfinite=skip" in message
     # Nothing non-finite was saved.
-    assert Checkpointer(tmp_path / "checkpoints").all_steps() == [5]
+    assert checkpoint_steps(tmp_path / "checkpoints") == [5]
 
 
 def test_skip_mode_drops_the_bad_update_and_keeps_ema_finite(tmp_path):
     cfg = config("train.steps=10", "train.ckpt_every=7", "train.keep_checkpoints=5", "train.on_nonfinite=skip")
     domain = PoisonedDomain(build_domain(cfg.domain))
     final = train(cfg, domain, tmp_path).state
-    ckpt = Checkpointer(tmp_path / "checkpoints", async_save=False)
-    assert ckpt.all_steps() == [7, 10]
-    before, _, _ = ckpt.restore(build_run(cfg, domain).state, 7)
+    assert checkpoint_steps(tmp_path / "checkpoints") == [7, 10]
+    before, _, _ = restore(tmp_path / "checkpoints", build_run(cfg, domain).state, 7)
     assert int(final.step) == 10
     for tree in (final.params, final.ema_params, final.opt_state):
         assert all(np.isfinite(x).all() for x in leaves(tree))
     # Step 8 was skipped: continuing from step 7 with one step gives back step 7's weights.
     cfg8 = config("train.steps=8", "train.on_nonfinite=skip")
     run8 = tmp_path / "to8"
-    Checkpointer(run8 / "checkpoints", async_save=False).save(7, before, {"domain": {}, "config": {}}, force=True)
+    seed = Checkpointer(run8 / "checkpoints", async_save=False)
+    seed.save(7, before, {"domain": {}, "config": {}}, force=True)
+    seed.close()
     after = train(cfg8, domain, run8).state
     assert int(after.step) == 8
     for a, b in zip(leaves((after.params, after.ema_params, after.opt_state)), leaves((before.params, before.ema_params, before.opt_state))):
@@ -101,7 +117,7 @@ def test_corrupted_checkpoint_falls_back_to_the_previous_one(tmp_path, caplog):
     assert any(p.name.startswith("10.unreadable-") for p in ckpt_dir.iterdir())
     for a, b in zip(leaves(resumed), reference):
         np.testing.assert_array_equal(a, b)
-    assert Checkpointer(ckpt_dir).latest_step() == 10
+    assert checkpoint_steps(ckpt_dir)[-1] == 10
 
 
 def test_partial_checkpoint_falls_back(tmp_path, caplog):
@@ -117,6 +133,6 @@ def test_partial_checkpoint_falls_back(tmp_path, caplog):
         if p.is_file() and p.parent.name == "d":
             p.unlink()  # a save cut short: metadata present, array data missing
     with caplog.at_level(logging.WARNING):
-        state, _, step = Checkpointer(tmp_path / "checkpoints", async_save=False).restore(build_run(cfg, domain).state)
+        state, _, step = restore(tmp_path / "checkpoints", build_run(cfg, domain).state)
     assert step == 2 and int(state.step) == 2
     assert "Checkpoint at step 4 is unreadable" in caplog.text

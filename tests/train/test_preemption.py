@@ -44,7 +44,9 @@ def test_sigterm_saves_and_resume_matches_uninterrupted(tmp_path):
     log, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, log[-3000:]
     assert "rerun with out_dir=" in log
-    stopped = Checkpointer(out / "checkpoints").latest_step()
+    probe = Checkpointer(out / "checkpoints", async_save=False)
+    stopped = probe.latest_step()
+    probe.close()
     assert stopped is not None and 10 <= stopped < STEPS, stopped
 
     resumed = subprocess.run(command(out), cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
@@ -59,6 +61,7 @@ def test_sigterm_saves_and_resume_matches_uninterrupted(tmp_path):
     ckpt = Checkpointer(out / "checkpoints", async_save=False)
     assert ckpt.latest_step() == STEPS
     final, _, _ = ckpt.restore(build_run(cfg, domain).state)
+    ckpt.close()
     for a, b in zip(jax.tree.leaves(final), jax.tree.leaves(reference)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
     logged = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
