@@ -139,6 +139,11 @@ def ms(value: float | None, digits: int) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
+def ordered(results: dict[str, Any]) -> list[str]:
+    """Result keys ("task" or "task [label]") in the order of TASKS."""
+    return sorted(results, key=lambda key: (TASKS.index(key.split(" ")[0]), key))
+
+
 def render(results: dict[str, Any], machine: str, name: str, not_run: dict[str, str]) -> str:
     lines = [
         "# Robot policies: shortcut vs flow matching vs MSE behaviour cloning",
@@ -153,9 +158,7 @@ def render(results: dict[str, Any], machine: str, name: str, not_run: dict[str, 
         "| task | expert | episodes | sc@1 | sc@4 | sc@128 | fm@1 | fm@4 | fm@128 | MSE BC |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for task in TASKS:
-        if task not in results:
-            continue
+    for task in ordered(results):
         r = results[task]
         m = r["methods"]
         cells = [pct(m.get(meth, {}).get(f"success@{n}")) for meth in METHODS for n in METHODS[meth]]
@@ -168,17 +171,13 @@ def render(results: dict[str, Any], machine: str, name: str, not_run: dict[str, 
         "| task | shortcut, batch 10 | shortcut, 1 obs | flow matching, batch 10 | MSE BC, batch 10 | sc@128, batch 10 |",
         "|---|---|---|---|---|---|",
     ]
-    for task in TASKS:
-        if task not in results:
-            continue
+    for task in ordered(results):
         m = results[task]["methods"]
         cells = [("shortcut", "latency_ms@1", 2), ("shortcut", "latency_1obs_ms@1", 2), ("flow_matching", "latency_ms@1", 2)]
         cells += [("bc", "latency_ms@1", 2), ("shortcut", "latency_ms@128", 1)]
         lines.append(f"| {task} | " + " | ".join(ms(m.get(meth, {}).get(key), digits) for meth, key, digits in cells) + " |")
     lines += ["", "## Settings and wall times", ""]
-    for task in TASKS:
-        if task not in results:
-            continue
+    for task in ordered(results):
         r = results[task]
         t, w, mo = r["train"], r["windows"], r["model"]
         model = ", ".join(f"{k} {v}" for k, v in mo.items() if k != "dtype")
@@ -212,6 +211,7 @@ def main() -> None:
     )
     parser.add_argument("--quick", action="store_true", help=f"a smoke run: {QUICK_STEPS} steps, {QUICK_EPISODES} episodes")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra config override (repeatable)")
+    parser.add_argument("--label", default=None, help="store the results as 'task [label]', beside the default run")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument("--name", default=None, help="results file stem (default robot_policies, or robot_policies_quick)")
     parser.add_argument(
@@ -245,11 +245,11 @@ def main() -> None:
         command = [f"--tasks {task}", f"--episodes {args.episodes}"]
         if args.steps is not None:
             command.append(f"--steps {args.steps}")
-        command += [f"--set {s}" for s in args.set]
+        command += [f"--set {s}" for s in args.set] + ([f"--label {args.label}"] if args.label else [])
         entry.update(command=" ".join(command), machine=machine, finished=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
         # Re-read first: another invocation may have added a task meanwhile.
         stored = json.loads(json_path.read_text()) if json_path.is_file() else {"results": {}}
-        stored["results"][task] = entry
+        stored["results"][f"{task} [{args.label}]" if args.label else task] = entry
         stored.get("not_run", {}).pop(task, None)
         # Written after every task, so a later task that is interrupted loses nothing before it.
         json_path.write_text(json.dumps(stored, indent=1, default=str))

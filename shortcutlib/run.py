@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from domains import build_domain
 from shortcutlib.checkpoint import Checkpointer, read_meta
 from shortcutlib.inference import make_sample_fn
+from shortcutlib.parallel import ParallelConfig, initialize_distributed
 from shortcutlib.train.logging import MetricsLogger, plot_loss
 from shortcutlib.train.loop import NonFiniteLossError, Run, build_run, restore_domain_state, train
 
@@ -45,11 +46,13 @@ def evaluate_and_visualize(cfg: DictConfig, domain: Any, run: Run, params: Any, 
     )
     samples_dir = run_dir / "samples"
     metrics: dict[str, float] = {}
+    lead = jax.process_index() == 0  # every process samples; one writes
     if cfg.mode in ("train", "eval") and cfg.eval.enabled:
         metrics = domain.evaluate(sample_fn, list(cfg.eval.steps), samples_dir)
-        MetricsLogger(run_dir).log(step, metrics, kind="eval")
+        MetricsLogger(run_dir, enabled=lead).log(step, metrics, kind="eval")
         log.info("Evaluation at step %d: %s", step, json.dumps({k: round(v, 5) for k, v in metrics.items()}))
-    domain.visualize(sample_fn, list(cfg.eval.visualize_steps), samples_dir)
+    if lead:
+        domain.visualize(sample_fn, list(cfg.eval.visualize_steps), samples_dir)
     return metrics
 
 
@@ -80,15 +83,20 @@ def restore_run(cfg: DictConfig) -> tuple[DictConfig, Any, Run, Any, int, Path]:
 def main_impl(cfg: DictConfig, run_dir: Path) -> int:
     if cfg.mode not in MODES:
         raise UsageError(f"Unknown mode '{cfg.mode}'. Accepted: {', '.join(MODES)}.")
+    # Multi-host start-up must precede anything that touches a device (a domain's codec may).
+    initialize_distributed(ParallelConfig.from_cfg(cfg))
+    lead = jax.process_index() == 0
     if cfg.mode == "train":
         domain = build_domain(cfg.domain)  # first: bad paths fail before anything is written
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        if lead:
+            (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
         result = train(cfg, domain, run_dir)
         if result.preempted:
             log.warning("Stopped at step %d; rerun with out_dir=%s to resume.", int(result.state.step), run_dir)
             return 0
-        plot_loss(run_dir / "metrics.jsonl", run_dir / "loss.png")
+        if lead:
+            plot_loss(run_dir / "metrics.jsonl", run_dir / "loss.png")
         evaluate_and_visualize(cfg, domain, result.run, result.state.ema_params, run_dir, int(result.state.step))
         log.info("Run directory: %s", run_dir)
         return 0
