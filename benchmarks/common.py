@@ -28,8 +28,8 @@ def machine_description() -> str:
                     break
     except OSError:
         pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{cpu}, {cores} cores available, jax {jax.__version__} on {jax.default_backend()}"
+    used = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{cpu}, {os.cpu_count()} cores ({used} usable by this process), jax {jax.__version__} on {jax.default_backend()}"
 
 
 def compose_config(overrides: Sequence[str]) -> DictConfig:

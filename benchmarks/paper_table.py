@@ -78,6 +78,7 @@ class MethodResult:
     eval_wall_s: float
     metrics: dict[str, float] = field(default_factory=dict)
     phases: list[dict[str, Any]] = field(default_factory=list)
+    fm_steps_per_sec: float = float("nan")  # flow matching's throughput in the same invocation
 
 
 class CachedFlow:
@@ -158,7 +159,6 @@ def plot(results: list[MethodResult], domain: str, path: Path) -> None:
 
 
 def table(results: list[MethodResult], domain: str) -> str:
-    fm = next((r for r in results if r.objective == "flow_matching"), None)
     header = ["Method", "train steps"]
     for name in METRICS[domain]:
         header += [f"{name}@1", f"{name}@4", f"{name}@128"]
@@ -168,7 +168,7 @@ def table(results: list[MethodResult], domain: str) -> str:
         row = [r.label, str(r.total_steps) + (" (incl. teacher)" if r.phases else "")]
         for name in METRICS[domain]:
             row += [fmt(r.metrics.get(f"{name}@{n}", float("nan"))) for n in (1, 4, 128)]
-        rel = fm.steps_per_sec / r.steps_per_sec if fm and r.steps_per_sec > 0 else float("nan")
+        rel = r.fm_steps_per_sec / r.steps_per_sec if r.steps_per_sec > 0 else float("nan")
         row += [fmt(rel, 2) + "x", f"{r.train_wall_s:.0f}"]
         rows.append(row)
     return markdown_table(header, rows)
@@ -209,7 +209,7 @@ def write_report(results: list[MethodResult], domain: str, budget: str, command:
     lines = [
         f"# Paper comparison table: {domain} ({budget} budget)",
         "",
-        f"Machine: {machine_description()}. Total benchmark wall time: {wall / 60:.1f} min.",
+        f"Machine: {machine_description()}. Benchmark wall time (training and evaluation of all rows): {wall / 60:.1f} min.",
         "",
         "Command:",
         "",
@@ -237,6 +237,24 @@ def write_report(results: list[MethodResult], domain: str, budget: str, command:
     return md
 
 
+def merge_results(paths: list[str], fresh: list[MethodResult]) -> list[MethodResult]:
+    """Rows from earlier invocations, replaced by this invocation's rows, in the table's order."""
+    rows: dict[str, MethodResult] = {}
+    for path in paths:
+        loaded = [MethodResult(**raw) for raw in json.loads(Path(path).read_text())]
+        fm_sps = next((r.steps_per_sec for r in loaded if r.objective == "flow_matching"), float("nan"))
+        for r in loaded:
+            if r.fm_steps_per_sec != r.fm_steps_per_sec:  # nan: files written before the reference was stored
+                r.fm_steps_per_sec = fm_sps
+            rows[r.objective] = r
+    rows.update({r.objective: r for r in fresh})
+    fm = rows.get("flow_matching")
+    for r in rows.values():
+        if r.fm_steps_per_sec != r.fm_steps_per_sec and fm is not None:  # nan: flow matching was not rerun with it
+            r.fm_steps_per_sec = fm.steps_per_sec
+    return [rows[m] for _, m in METHODS if m in rows]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--domain", choices=sorted(SETTINGS), required=True)
@@ -244,6 +262,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--methods", default=",".join(m for _, m in METHODS), help="comma-separated objective configs")
     parser.add_argument("--steps", type=int, default=None, help="override the total training steps per method")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="extra config overrides for every method")
+    parser.add_argument("--merge", nargs="*", default=[], metavar="RESULTS_JSON",
+                        help="results.json of earlier invocations; their rows are kept unless rerun here")
+    parser.add_argument("--no-fm", action="store_true", help="do not rerun flow matching; time relative to the merged flow-matching row")
+    parser.add_argument("--report-only", action="store_true", help="train nothing: write the report from --merge files")
     parser.add_argument("--work-dir", default="runs/paper_table", help="where run folders go")
     parser.add_argument("--out", default=str(RESULTS), help="where the table and plot go")
     args = parser.parse_args(argv)
@@ -257,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(wanted) - {m for _, m in METHODS})
     if unknown:
         parser.error(f"unknown method(s) {unknown}; accepted: {', '.join(m for _, m in METHODS)}")
-    if "flow_matching" not in wanted:
+    if "flow_matching" not in wanted and not args.no_fm:
         wanted.insert(0, "flow_matching")  # the time reference
     cfg = compose_config(overrides)
     domain = build_domain(cfg.domain)
@@ -269,12 +291,18 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     results = []
     for label, objective in METHODS:
-        if objective in wanted:
+        if objective in wanted and not args.report_only:
             extra = method_overrides(objective, args.domain, budget)
             results.append(run_method(label, objective, [*overrides, *extra], domain, work / objective))
     wall = time.perf_counter() - start
-    (work / "results.json").write_text(json.dumps([vars(r) for r in results], indent=2, default=float))
+    fm_sps = next((r.steps_per_sec for r in results if r.objective == "flow_matching"), float("nan"))
+    for r in results:
+        r.fm_steps_per_sec = fm_sps
+    if results:
+        (work / "results.json").write_text(json.dumps([vars(r) for r in results], indent=2, default=float))
+    results = merge_results(args.merge, results)
     command = "python -m benchmarks.paper_table " + " ".join(argv if argv is not None else sys.argv[1:])
+    wall = sum(r.train_wall_s + r.eval_wall_s for r in results)
     md = write_report(results, args.domain, budget, command, overrides, wall, out)
     print(f"Wrote {md}")
     return 0

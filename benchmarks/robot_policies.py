@@ -144,7 +144,7 @@ def ordered(results: dict[str, Any]) -> list[str]:
     return sorted(results, key=lambda key: (TASKS.index(key.split(" ")[0]), key))
 
 
-def render(results: dict[str, Any], machine: str, name: str, not_run: dict[str, str]) -> str:
+def render(results: dict[str, Any], machine: str, name: str, not_run: dict[str, str], notes: list[str]) -> str:
     lines = [
         "# Robot policies: shortcut vs flow matching vs MSE behaviour cloning",
         "",
@@ -197,6 +197,8 @@ def render(results: dict[str, Any], machine: str, name: str, not_run: dict[str, 
     if not_run:
         lines += ["", "## Not run", ""]
         lines += [f"- **{task}**: {why}" for task, why in not_run.items()]
+    if notes:
+        lines += ["", "## Notes", ""] + [f"- {note}" for note in notes]
     lines += ["", f"Raw numbers: `{name}.json`."]
     return "\n".join(lines) + "\n"
 
@@ -211,6 +213,7 @@ def main() -> None:
     )
     parser.add_argument("--quick", action="store_true", help=f"a smoke run: {QUICK_STEPS} steps, {QUICK_EPISODES} episodes")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra config override (repeatable)")
+    parser.add_argument("--note", action="append", default=[], help="add a note to the results file and only rebuild the markdown")
     parser.add_argument("--label", default=None, help="store the results as 'task [label]', beside the default run")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument("--name", default=None, help="results file stem (default robot_policies, or robot_policies_quick)")
@@ -233,10 +236,11 @@ def main() -> None:
     json_path, md_path = args.out / f"{name}.json", args.out / f"{name}.md"
     stored = json.loads(json_path.read_text()) if json_path.is_file() else {"results": {}}
     machine = describe_machine()
-    if args.not_run:
+    if args.not_run or args.note:
         for item in args.not_run:
             task, _, reason = item.partition("=")
             stored.setdefault("not_run", {})[task] = reason
+        stored.setdefault("notes", []).extend(args.note)
         json_path.write_text(json.dumps(stored, indent=1, default=str))
         tasks = []
     work = args.out / ".robot_policies_runs"
@@ -261,7 +265,7 @@ def main() -> None:
 
 def write_markdown(stored: dict[str, Any], machine: str, name: str, path: Path) -> None:
     not_run = {t: stored.get("not_run", {}).get(t, "not run yet") for t in TASKS if t not in stored["results"]}
-    path.write_text(render(stored["results"], machine, name, not_run))
+    path.write_text(render(stored["results"], machine, name, not_run, stored.get("notes", [])))
 
 
 if __name__ == "__main__":

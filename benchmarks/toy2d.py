@@ -89,7 +89,7 @@ def main() -> None:
         "",
         f"Machine: {describe_machine()}.",
         f"Command: `python benchmarks/toy2d.py --steps {args.steps} --dataset {args.dataset}{' --quick' if args.quick else ''}`",
-        f"Setting: residual MLP (hidden 256, depth 4), batch 256, AdamW lr 1e-3 cosine, EMA 0.999, {args.steps} steps each, "
+        f"Setting: residual MLP (configs/model/toy2d.yaml), batch 256, AdamW lr 1e-3 cosine, EMA 0.999, {args.steps} steps each, "
         f"{args.eval_samples} samples per budget from the same noise.",
         "",
         "Sliced W2 to fresh data (`swd`, floor between two fresh draws: "

@@ -10,9 +10,13 @@ from noise is ``f(x_0, 0)``: the one-step sample.
 
 Loss. For neighbouring grid times ``t < t'`` (t' is one interval nearer the data),
 
-    (1 - t)^2 |F_theta(x_t, t, 1 - t) - v_target|^2,   v_target = (f_target(x_t', t') - x_t) / (1 - t)
+    lambda(t) (1 - t)^2 |F_theta(x_t, t, 1 - t) - v_target|^2,   v_target = (f_target(x_t', t') - x_t) / (1 - t)
 
-equals the consistency loss ``|f_theta(x_t, t) - f_target(x_t', t')|^2``. The target is
+is the consistency loss ``lambda(t) |f_theta(x_t, t) - f_target(x_t', t')|^2``. The default
+``lambda(t) = 1 / (1 - t)^2`` (``weighting="velocity"``, unit weight on F) grows towards the data,
+like improved CT's ``1 / (sigma_{i+1} - sigma_i)``: the boundary condition enters near t = 1, and
+``lambda = 1`` (``weighting="consistency"``) weighs that region by (1 - t)^2 ~ 1/N^2, so it barely
+trains and the model stays near its initialisation on short budgets. The target is
 stop-gradient: from the live weights (improved CT) or the EMA weights (``target_ema``).
 - CT: ``x_t'`` lies on the same straight noise-data pair, ``(1 - t') x_0 + t' x_1``.
 - CD: ``x_t'`` is one ODE step (Euler or Heun) of a frozen flow-matching teacher from ``x_t``.
@@ -51,7 +55,7 @@ class Config:
     s1: int = 1280  # final (maximum) number of intervals
     total_steps: int = 0  # K in the doubling schedule; set to train.steps
     target_ema: bool = False  # target f from EMA weights (original CT/CD) or live stop-gradient weights (improved CT)
-    weighting: str = "consistency"  # "consistency": (1 - t)^2, the loss on f; "velocity": 1, the loss on F
+    weighting: str = "velocity"  # "velocity": lambda(t) = 1 / (1 - t)^2; "consistency": lambda = 1 (plain loss on f)
     teacher_solver: str = "heun"  # CD: "euler" | "heun" step of the teacher ODE
     teacher_cfg_scale: float = 1.0  # CD: classifier-free guidance baked into the teacher step
     class_dropout: float = 0.0

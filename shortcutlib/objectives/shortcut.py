@@ -45,7 +45,7 @@ from shortcutlib.objectives.common import (
 class Config:
     bootstrap_fraction: float = 0.25  # share of each batch spent on self-consistency (paper 1/4)
     M: int = 128  # finest budget; trained sizes 1/M ... 1
-    bootstrap_ema: bool = True  # targets from EMA weights (else live weights, stop-gradient)
+    bootstrap_ema: bool = False  # targets from EMA weights (the paper), else live weights with stop-gradient
     clip_intermediate: float | None = None  # clip x_{t+d} inside the bootstrap (reference: 4)
     clip_target: float | None = None  # clip the bootstrap target (reference: 4)
     t_sampling: str = "grid"  # "grid": t on multiples of the target size (and 1/M for d = 0); "uniform"

@@ -58,7 +58,7 @@ def test_distillation_target_converges_to_oracle_on_gaussian():
 
 def test_training_target_is_unbiased_on_gaussian():
     """CT's target uses the same pair, not the ODE: unbiased only in expectation given x_t."""
-    cfg = consistency.Config(schedule="constant", s1=1000, weighting="velocity")
+    cfg = consistency.Config(schedule="constant", s1=1000)
     tg = consistency.targets(jax.random.PRNGKey(5), batch(jax.random.PRNGKey(6), 100_000), ORACLE, ORACLE, cfg)
     keep = np.asarray(tg.t) < 0.9
     resid = np.asarray(tg.v_target - ORACLE(tg.x_t, tg.t, tg.d, None))[keep]
@@ -82,7 +82,7 @@ def test_weights_and_target_network():
     ema = lambda x, t, d, c: 2 * jnp.ones_like(x)  # noqa: E731
     b = batch(jax.random.PRNGKey(0), 32)
     for use_ema, model in ((True, ema), (False, live)):
-        cfg = consistency.Config(schedule="constant", s1=4, target_ema=use_ema)
+        cfg = consistency.Config(schedule="constant", s1=4, target_ema=use_ema, weighting="consistency")
         tg = consistency.targets(jax.random.PRNGKey(0), b, live, ema, cfg)
         t, tn = np.asarray(tg.t), np.asarray(tg.t) + 0.25
         x0 = (np.asarray(tg.x_t) - t[:, None] * np.asarray(b["x"])) / (1 - t[:, None])
@@ -91,6 +91,8 @@ def test_weights_and_target_network():
         f_next = np.where(tn[:, None] >= 1, x_next, x_next + (1 - tn[:, None]) * v)
         np.testing.assert_allclose(tg.v_target, (f_next - np.asarray(tg.x_t)) / (1 - t[:, None]), rtol=1e-4, atol=1e-4)
         np.testing.assert_allclose(tg.weight, (1 - t) ** 2, rtol=1e-6)
+    tg = consistency.targets(jax.random.PRNGKey(0), b, live, ema, consistency.Config(schedule="constant", s1=4))
+    np.testing.assert_array_equal(tg.weight, 1.0)  # default: unit weight on F, 1 / (1 - t)^2 on f
 
 
 def test_gradient_flows_only_through_the_prediction():
