@@ -119,6 +119,7 @@ def run_task(task: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
             "eval_s": eval_s,
             "steps_per_sec": out.steps_per_sec,
             "final_loss": final_loss,
+            "objective": dict(cfg.objective),
         }
         print(f"[{task}] {method}: " + json.dumps({k: round(v, 4) for k, v in entry["methods"][method].items()}), flush=True)
     entry["wall_s"] = time.perf_counter() - start_task
@@ -243,7 +244,7 @@ def main() -> None:
         stored.setdefault("notes", []).extend(args.note)
         json_path.write_text(json.dumps(stored, indent=1, default=str))
         tasks = []
-    work = args.out / ".robot_policies_runs"
+    work = ROOT / "benchmarks" / ".cache" / "robot_policies_runs"  # git-ignored: checkpoints stay out of the repository
     for task in tasks:
         entry = run_task(task, args, work)
         command = [f"--tasks {task}", f"--episodes {args.episodes}"]

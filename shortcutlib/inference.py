@@ -31,6 +31,8 @@ def make_sample_fn(
     """
     query_d = condition_on_d(objective)
     from_noise = noise_init(objective)
+    # An objective may remap how the sampler queries its model (consistency models: d = 1 - t).
+    sampler_query = getattr(objective, "sampler_query", None)
 
     @partial(jax.jit, static_argnums=(2, 3))
     def sample(params: Any, key: jax.Array, num_steps: int, num_samples: int, cond: Any, noise: Any) -> jax.Array:
@@ -39,8 +41,11 @@ def make_sample_fn(
             x0 = noise
         else:
             x0 = jax.random.normal(key, shape) if from_noise else jnp.zeros(shape)
+        model = velocity_fn(graphdef, params)
+        if sampler_query is not None:
+            model = sampler_query(model)
         return euler_sample(
-            velocity_fn(graphdef, params),
+            model,
             x0,
             num_steps,
             cond,

@@ -23,6 +23,7 @@ from shortcutlib.inference import make_sample_fn
 from shortcutlib.parallel import ParallelConfig, initialize_distributed
 from shortcutlib.train.logging import MetricsLogger, plot_loss
 from shortcutlib.train.loop import NonFiniteLossError, Run, build_run, restore_domain_state, train
+from shortcutlib.train.phases import is_multi_phase, run_phases
 
 log = logging.getLogger("shortcutlib")
 
@@ -91,7 +92,8 @@ def main_impl(cfg: DictConfig, run_dir: Path) -> int:
         run_dir.mkdir(parents=True, exist_ok=True)
         if lead:
             (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-        result = train(cfg, domain, run_dir)
+        # Methods with an objective.teacher block train the teacher first (run_dir/teacher), then the student here.
+        result = run_phases(cfg, domain, run_dir).result if is_multi_phase(cfg) else train(cfg, domain, run_dir)
         if result.preempted:
             log.warning("Stopped at step %d; rerun with out_dir=%s to resume.", int(result.state.step), run_dir)
             return 0
