@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import sys
 import time
@@ -71,6 +72,7 @@ def main() -> None:
         domain = build_domain(cfg.domain)
         runs[method] = build_run(cfg, domain)
         run_dir = work / f"{method}_{args.dataset}_{args.steps}"
+        shutil.rmtree(run_dir, ignore_errors=True)  # a benchmark trains from scratch, never resumes
         start = time.perf_counter()
         out = train(cfg, domain, run_dir, run=runs[method])
         wall[method] = time.perf_counter() - start

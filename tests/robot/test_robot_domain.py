@@ -20,7 +20,7 @@ from domains.robot.datasets import Episodes
 from domains.robot.domain import RobotDomain, load_config
 from domains.robot.normalize import Normalizer
 
-TINY = {"obs_horizon": 2, "horizon": 4, "action_horizon": 2, "val_fraction": 0.25, "split_seed": 0}
+TINY = {"obs_horizon": 2, "horizon": 4, "action_horizon": 2, "val_fraction": 0.25, "split_seed": 0, "action_norm": "minmax"}
 
 
 def tiny_episodes(seed: int = 0, lengths=(6, 9, 5, 8), obs_dim: int = 3, action_dim: int = 2) -> Episodes:
