@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import platform
 from collections.abc import Sequence
 from types import ModuleType
 from typing import Any
@@ -12,24 +10,10 @@ import jax
 from flax import nnx
 from omegaconf import DictConfig
 
+from benchmarks.machine import describe_machine as machine_description  # noqa: F401  (re-exported)
 from domains.base import SampleFn
 from shortcutlib.inference import make_sample_fn
 from shortcutlib.objectives.common import VelocityFn
-
-
-def machine_description() -> str:
-    """CPU model, core count, and the jax version and backend."""
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    used = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{cpu}, {os.cpu_count()} cores ({used} usable by this process), jax {jax.__version__} on {jax.default_backend()}"
 
 
 def compose_config(overrides: Sequence[str]) -> DictConfig:

@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 import jax
-import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -108,7 +107,7 @@ def main() -> None:
         f"Training step time, shortcut / flow matching: **{ratio:.3f}** (median of {len(ratios)} interleaved blocks of 50 steps; "
         f"per-block ratios {', '.join(f'{r:.2f}' for r in ratios)}; paper: about 1.16). "
         f"Median step: shortcut {statistics.median(times['shortcut']) * 1e3:.2f} ms, flow matching {statistics.median(times['flow_matching']) * 1e3:.2f} ms.",
-        f"Wall time of the training runs (including compilation and checkpoints): "
+        "Wall time of the training runs (including compilation and checkpoints): "
         + ", ".join(f"{m} {wall[m]:.0f} s" for m in METHODS)
         + ".",
         "",
