@@ -8,16 +8,7 @@ import pytest
 from domains.toy import gaussian
 from shortcutlib.objectives import common, consistency
 from shortcutlib.sampling import euler_sample
-
-MU = jnp.array([1.5, -0.5, 0.3])
-SIGMA = jnp.array([0.5, 1.2, 0.05])
-ORACLE = gaussian.oracle_model(MU, SIGMA)
-# Point-mass data: each noise-data pair's straight line is the ODE trajectory itself.
-POINT = gaussian.oracle_model(MU, jnp.zeros(3))
-
-
-def batch(key, n, sigma=SIGMA):
-    return {"x": MU + sigma * jax.random.normal(key, (n, 3)), "cond": None}
+from tests.objectives.gaussian_case import MU, ORACLE, POINT, SIGMA, batch
 
 
 def test_consistency_function_of_oracle_is_the_flow_map():

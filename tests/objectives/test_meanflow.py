@@ -7,15 +7,7 @@ import numpy as np
 from domains.toy import gaussian
 from shortcutlib.objectives import common, meanflow
 from shortcutlib.sampling import euler_sample
-
-MU = jnp.array([1.5, -0.5, 0.3])
-SIGMA = jnp.array([0.5, 1.2, 0.05])
-ORACLE = gaussian.oracle_model(MU, SIGMA)
-POINT = gaussian.oracle_model(MU, jnp.zeros(3))
-
-
-def batch(key, n, sigma=SIGMA):
-    return {"x": MU + sigma * jax.random.normal(key, (n, 3)), "cond": None}
+from tests.objectives.gaussian_case import MU, ORACLE, POINT, SIGMA, batch
 
 
 def test_identity_holds_for_the_exact_average_velocity():

@@ -7,14 +7,7 @@ import pytest
 
 from domains.toy import gaussian
 from shortcutlib.objectives import common, progressive
-
-MU = jnp.array([1.5, -0.5, 0.3])
-SIGMA = jnp.array([0.5, 1.2, 0.05])
-ORACLE = gaussian.oracle_model(MU, SIGMA)
-
-
-def batch(key, n):
-    return {"x": MU + SIGMA * jax.random.normal(key, (n, 3)), "cond": None}
+from tests.objectives.gaussian_case import MU, ORACLE, SIGMA, batch
 
 
 @pytest.mark.parametrize("phase", [1, 2, 3])
