@@ -122,6 +122,29 @@ def flow_matching_part(key: jax.Array, x1: jax.Array, cond: Any, *, t_grid: int 
     )
 
 
+def head_then_flow_matching(
+    fm_key: jax.Array,
+    x1: jax.Array,
+    cond: Any,
+    n_head: int,
+    head: Callable[[jax.Array, Any], Targets],
+    *,
+    t_grid: int | None,
+    class_dropout: float,
+    num_classes: int,
+) -> Targets:
+    """``head(x1[:n_head], cond[:n_head])`` on the first examples, flow matching at d = 0 on the
+    rest: disjoint parts that together cover the batch (shortcut bootstrap, live reflow)."""
+    b = x1.shape[0]
+    parts = []
+    if n_head > 0:
+        parts.append(head(x1[:n_head], take(cond, slice(0, n_head))))
+    if n_head < b:
+        rest = take(cond, slice(n_head, None))
+        parts.append(flow_matching_part(fm_key, x1[n_head:], rest, t_grid=t_grid, class_dropout=class_dropout, num_classes=num_classes))
+    return parts[0] if len(parts) == 1 else Targets(*concat([list(p) for p in parts]))
+
+
 def weighted_mse(pred: jax.Array, targets: Targets) -> jax.Array:
     """Mean over examples of weight * mean squared error over the example's dimensions."""
     err = jnp.square(pred.astype(jnp.float32) - jax.lax.stop_gradient(targets.v_target).astype(jnp.float32))

@@ -24,7 +24,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from shortcutlib.objectives.common import Targets, VelocityFn, concat, drop_labels, flow_matching_part, interpolate, take
+from shortcutlib.objectives.common import Targets, VelocityFn, drop_labels, head_then_flow_matching, interpolate
 from shortcutlib.objectives.shortcut import assign_levels, bootstrap_size, num_levels
 from shortcutlib.sampling import euler_sample
 
@@ -76,29 +76,27 @@ def straight_targets(key: jax.Array, x0: jax.Array, x1: jax.Array, cond: Any, cf
 
 def live_targets(key: jax.Array, x1: jax.Array, cond: Any, generator: VelocityFn, cfg: Config) -> Targets:
     """Reflow on the first examples (pairs drawn now by the generator), flow matching on the rest."""
-    b = x1.shape[0]
-    n_re = bootstrap_size(b, cfg.reflow_fraction)
     k_fm, k_noise, k_label, k_line = jax.random.split(key, 4)
-    fm = flow_matching_part(
+
+    def reflow_head(x1_head: jax.Array, cond_head: Any) -> Targets:
+        # Labels are dropped before drawing, so a null-label pair is an unconditional sample.
+        cond_re = drop_labels(k_label, cond_head, cfg.class_dropout, cfg.num_classes)
+        x0 = jax.random.normal(k_noise, x1_head.shape, x1.dtype)
+        x1_hat = euler_sample(
+            generator, x0, cfg.generate_steps, cond_re, cfg_scale=cfg.generate_cfg_scale, num_classes=cfg.num_classes, condition_on_d=False
+        )
+        return straight_targets(k_line, x0, jax.lax.stop_gradient(x1_hat), cond_re, cfg)
+
+    return head_then_flow_matching(
         k_fm,
-        x1[n_re:],
-        take(cond, slice(n_re, None)),
+        x1,
+        cond,
+        bootstrap_size(x1.shape[0], cfg.reflow_fraction),
+        reflow_head,
         t_grid=cfg.M if cfg.t_sampling == "grid" else None,
         class_dropout=cfg.class_dropout,
         num_classes=cfg.num_classes,
     )
-    if n_re == 0:
-        return fm
-    # Labels are dropped before drawing, so a null-label pair is an unconditional sample.
-    cond_re = drop_labels(k_label, take(cond, slice(0, n_re)), cfg.class_dropout, cfg.num_classes)
-    x0 = jax.random.normal(k_noise, x1[:n_re].shape, x1.dtype)
-    x1_hat = euler_sample(
-        generator, x0, cfg.generate_steps, cond_re, cfg_scale=cfg.generate_cfg_scale, num_classes=cfg.num_classes, condition_on_d=False
-    )
-    re = straight_targets(k_line, x0, jax.lax.stop_gradient(x1_hat), cond_re, cfg)
-    if n_re == b:
-        return re
-    return Targets(*concat([list(re), list(fm)]))
 
 
 def targets(key: jax.Array, batch: dict[str, Any], model: VelocityFn, ema_model: VelocityFn, cfg: Config, **_: Any) -> Targets:

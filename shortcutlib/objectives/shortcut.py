@@ -31,13 +31,11 @@ from shortcutlib.objectives.common import (
     Targets,
     VelocityFn,
     broadcast_to_x,
-    concat,
     drop_labels,
-    flow_matching_part,
     guided_velocity,
+    head_then_flow_matching,
     interpolate,
     maybe_clip,
-    take,
 )
 
 
@@ -124,21 +122,15 @@ def bootstrap_part(key: jax.Array, x1: jax.Array, cond: Any, teacher: VelocityFn
 def targets(key: jax.Array, batch: dict[str, Any], model: VelocityFn, ema_model: VelocityFn, cfg: Config, **_: Any) -> Targets:
     """Bootstrap targets on the first examples, flow matching on the rest (disjoint)."""
     x1, cond = batch["x"], batch.get("cond")
-    b = x1.shape[0]
-    n_boot = bootstrap_size(b, cfg.bootstrap_fraction)
     k_fm, k_boot = jax.random.split(key)
-    fm = flow_matching_part(
+    teacher = ema_model if cfg.bootstrap_ema else model
+    return head_then_flow_matching(
         k_fm,
-        x1[n_boot:],
-        take(cond, slice(n_boot, None)),
+        x1,
+        cond,
+        bootstrap_size(x1.shape[0], cfg.bootstrap_fraction),
+        lambda x1_head, cond_head: bootstrap_part(k_boot, x1_head, cond_head, teacher, cfg),
         t_grid=cfg.M if cfg.t_sampling == "grid" else None,
         class_dropout=cfg.class_dropout,
         num_classes=cfg.num_classes,
     )
-    if n_boot == 0:
-        return fm
-    teacher = ema_model if cfg.bootstrap_ema else model
-    boot = bootstrap_part(k_boot, x1[:n_boot], take(cond, slice(0, n_boot)), teacher, cfg)
-    if n_boot == b:
-        return boot
-    return Targets(*concat([list(boot), list(fm)]))
