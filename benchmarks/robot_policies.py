@@ -89,6 +89,7 @@ def run_task(task: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "overrides": overrides,
         "expert_success": expert_success(domain),
         "num_train_episodes": int(domain.train_episodes.num_episodes),
+        "action_noise": float(domain.cfg.get("action_noise") or 0.0),
         "episodes": int(domain.cfg.rollout.num_episodes),
         "train": {k: base_cfg.train[k] for k in ("steps", "batch_size", "lr", "schedule", "warmup_steps", "ema_decay")},
         "model": dict(base_cfg.model),
@@ -121,7 +122,7 @@ def run_task(task: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
             "final_loss": final_loss,
             "objective": dict(cfg.objective),
         }
-        print(f"[{task}] {method}: " + json.dumps({k: round(v, 4) for k, v in entry["methods"][method].items()}), flush=True)
+        print(f"[{task}] {method}: " + json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in entry["methods"][method].items()}), flush=True)
     entry["wall_s"] = time.perf_counter() - start_task
     return entry
 
@@ -183,7 +184,9 @@ def render(results: dict[str, Any], machine: str, name: str, not_run: dict[str, 
         t, w, mo = r["train"], r["windows"], r["model"]
         model = ", ".join(f"{k} {v}" for k, v in mo.items() if k != "dtype")
         lines.append(
-            f"- **{task}**: {r['num_train_episodes']} training demonstrations; windows obs_horizon {w['obs_horizon']}, "
+            f"- **{task}**: {r['num_train_episodes']} training demonstrations"
+            + (f" (executed-action noise {r['action_noise']:g}, DART)" if r.get("action_noise") else " (clean expert)")
+            + f"; windows obs_horizon {w['obs_horizon']}, "
             f"horizon {w['horizon']}, action_horizon {w['action_horizon']}; normalisation: observations "
             f"{r['norm']['obs_norm']}, actions {r['norm']['action_norm']}; model {model}; {t['steps']} steps, batch "
             f"{t['batch_size']}, lr {t['lr']} ({t['schedule']}, warm-up {t['warmup_steps']}), EMA {t['ema_decay']}. "

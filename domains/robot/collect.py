@@ -1,8 +1,9 @@
 """Collect scripted-expert demonstrations into a Minari dataset and a D4RL-style HDF5 file.
 
-    python -m domains.robot.collect task=reacher num_episodes=100 out_dir=data/reacher [seed=0] [elbow=random]
+    python -m domains.robot.collect task=reacher num_episodes=100 out_dir=data/reacher [seed=0] [action_noise=0.3] [elbow=random]
 
-Extra ``key=value`` arguments go to the task's expert: ``elbow`` (up, down, random) for
+``action_noise`` perturbs the executed actions (the recorded ones stay the expert's, see
+``run_expert_episode``). Extra ``key=value`` arguments go to the task's expert: ``elbow`` (up, down, random) for
 reacher, ``oracle`` (markov, plan) and ``noise`` for cube_single, ``kp``/``kd`` for the
 PointMaze and Reacher experts.
 
@@ -33,7 +34,7 @@ import numpy as np
 
 from domains.robot.tasks import TaskSpec, episode_seed, get_task
 
-USAGE = "python -m domains.robot.collect task=reacher num_episodes=100 out_dir=data [seed=0] [expert_key=value ...]"
+USAGE = "python -m domains.robot.collect task=reacher num_episodes=100 out_dir=data [seed=0] [action_noise=0.0] [expert_key=value ...]"
 COLLECT_STREAM = 0  # seed stream of collected episodes (evaluation uses 1)
 
 
@@ -53,7 +54,23 @@ class Episode:
         return bool(self.successes[-1])
 
 
-def run_expert_episode(spec: TaskSpec, env: Any, expert: Any, seed: int, options: dict[str, Any] | None) -> Episode:
+def run_expert_episode(
+    spec: TaskSpec,
+    env: Any,
+    expert: Any,
+    seed: int,
+    options: dict[str, Any] | None,
+    action_noise: float = 0.0,
+    rng: np.random.Generator | None = None,
+) -> Episode:
+    """One expert episode. With ``action_noise`` > 0 the executed action is the expert's plus
+    Gaussian noise of that standard deviation (clipped to the action box) while the recorded
+    action stays the expert's own: the demonstrations then visit states off the expert's path
+    together with the expert's correction from them (DART, Laskey et al. 2017), which a cloned
+    policy needs because its own small errors take it there."""
+    if action_noise > 0 and rng is None:
+        raise ValueError("run_expert_episode needs an rng when action_noise > 0.")
+    low, high = env.action_space.low, env.action_space.high
     obs, info = env.reset(seed=seed, options=options)
     expert.reset(obs, info)
     observations, successes = [spec.obs_fn(obs)], [spec.success_fn(info, obs, env)]
@@ -61,7 +78,10 @@ def run_expert_episode(spec: TaskSpec, env: Any, expert: Any, seed: int, options
     done = False
     while not done:
         action = np.asarray(expert.act(obs, info), dtype=np.float32)
-        obs, reward, terminated, truncated, info = env.step(action)
+        executed = action
+        if action_noise > 0:
+            executed = np.clip(action + action_noise * rng.standard_normal(action.shape), low, high).astype(action.dtype)
+        obs, reward, terminated, truncated, info = env.step(executed)
         done = terminated or truncated
         observations.append(spec.obs_fn(obs))
         successes.append(spec.success_fn(info, obs, env))
@@ -164,9 +184,18 @@ def write_minari(episodes: list[Episode], root: Path, task: str, env: Any, descr
 
 
 def collect(
-    task: str, num_episodes: int, out_dir: Path, seed: int = 0, progress: bool = True, **expert_kwargs: Any
+    task: str,
+    num_episodes: int,
+    out_dir: Path,
+    seed: int = 0,
+    progress: bool = True,
+    action_noise: float = 0.0,
+    **expert_kwargs: Any,
 ) -> dict[str, Any]:
     """Roll out the task's scripted expert for ``num_episodes`` episodes and write both datasets.
+
+    ``action_noise`` perturbs the executed actions, not the recorded ones (see
+    ``run_expert_episode``); the success rate is that of the perturbed expert.
 
     Returns hdf5 (Path), minari_root (Path, the MINARI_DATASETS_PATH to load from),
     minari_id, success_rate, num_episodes, num_steps, mean_return, mean_length, seconds.
@@ -180,16 +209,21 @@ def collect(
     start = time.perf_counter()
     env = spec.make_env(seed=seed)
     expert = spec.make_expert(env, np.random.default_rng(seed), **expert_kwargs)
+    noise_rng = np.random.default_rng([seed, 1])  # apart from the expert's own draws
     episodes = []
     try:
         for episode in tqdm(range(num_episodes), desc=f"collect {task}", disable=not progress):
             seed_i = episode_seed(seed, COLLECT_STREAM, episode)
-            episodes.append(run_expert_episode(spec, env, expert, seed_i, spec.reset_options(episode)))
-        attrs = {"task": task, "env_id": spec.env_id, "seed": seed, "num_episodes": num_episodes}
+            options = spec.reset_options(episode)
+            episodes.append(run_expert_episode(spec, env, expert, seed_i, options, action_noise, noise_rng))
+        attrs = {"task": task, "env_id": spec.env_id, "seed": seed, "num_episodes": num_episodes, "action_noise": action_noise}
         attrs.update({f"expert_{k}": str(v) for k, v in expert_kwargs.items()})
         hdf5 = write_hdf5(episodes, out_dir / f"{task}_expert.hdf5", attrs)
         root = out_dir / "minari"
-        description = f"Scripted expert, {spec.description} Expert kwargs {expert_kwargs}, seed {seed}."
+        description = (
+            f"Scripted expert, {spec.description} Expert kwargs {expert_kwargs}, seed {seed}, "
+            f"executed-action noise std {action_noise} (recorded actions are the expert's)."
+        )
         dataset_id = write_minari(episodes, root, task, env, description)
     finally:
         env.close()

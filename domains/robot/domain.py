@@ -57,6 +57,8 @@ def load_config(cfg: Mapping[str, Any] | DictConfig | None = None) -> DictConfig
         merged.num_demos = preset.get("num_demos", 100)
     if merged.dataset_id is None:
         merged.dataset_id = preset.get("dataset_id")
+    if merged.action_noise is None:
+        merged.action_noise = preset.get("action_noise", 0.0)
     if merged.rollout.num_episodes is None:
         merged.rollout.num_episodes = preset.get("rollout_episodes", 50)
     return merged
@@ -66,6 +68,8 @@ def load_config(cfg: Mapping[str, Any] | DictConfig | None = None) -> DictConfig
 def _local_cache_dir(cfg: DictConfig) -> Path:
     expert = OmegaConf.to_container(cfg.expert, resolve=True) or {}
     tag = "".join(f"-{k}={v}" for k, v in sorted(expert.items()))
+    if float(cfg.action_noise) > 0:
+        tag += f"-noise={float(cfg.action_noise):g}"
     return Path(str(cfg.data_dir)).expanduser() / f"{cfg.task}-n{cfg.num_demos}-s{cfg.collect_seed}{tag}"
 
 
@@ -96,7 +100,9 @@ def collect_local(cfg: DictConfig) -> Path:
     tmp.mkdir(parents=True)
     log.info("Collecting %d %s demonstrations into %s (once; later runs reuse them).", cfg.num_demos, cfg.task, folder)
     expert = OmegaConf.to_container(cfg.expert, resolve=True) or {}
-    result = collect(str(cfg.task), int(cfg.num_demos), tmp, seed=int(cfg.collect_seed), **expert)
+    result = collect(
+        str(cfg.task), int(cfg.num_demos), tmp, seed=int(cfg.collect_seed), action_noise=float(cfg.action_noise), **expert
+    )
     info = {k: _relative(v, tmp) for k, v in dict(result).items()}
     manifest_data = {"hdf5": _relative(Path(result["hdf5"]), tmp), "collect": info}
     (tmp / MANIFEST).write_text(json.dumps(manifest_data, indent=1, default=str))

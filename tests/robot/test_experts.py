@@ -106,3 +106,22 @@ def test_pointmaze_umaze_expert_succeeds():
 
 def test_cube_oracle_succeeds_on_ogbench_tasks():
     assert _success_rate("cube_single", 3) >= 2 / 3
+
+
+def test_action_noise_perturbs_execution_but_records_the_expert():
+    """With action_noise the states leave the expert's path, and every recorded action is still
+    the expert's own command in the state it was given (what a cloned policy must learn)."""
+    spec = get_task("reacher")
+    env = spec.make_env(seed=0)
+    seed = episode_seed(0, 0, 0)
+    clean = run_expert_episode(spec, env, ReacherExpert(np.random.default_rng(0), "up"), seed, None)
+    noisy = run_expert_episode(
+        spec, env, ReacherExpert(np.random.default_rng(0), "up"), seed, None, action_noise=0.3, rng=np.random.default_rng(1)
+    )
+    env.close()
+    np.testing.assert_array_equal(clean.observations[0], noisy.observations[0])
+    assert np.abs(clean.observations[1:] - noisy.observations[1:]).max() > 1e-2
+    relabelled = np.stack([reacher_action(o, 1.0) for o in noisy.observations[:-1]])
+    np.testing.assert_allclose(noisy.actions, relabelled, atol=1e-6)
+    with pytest.raises(ValueError, match="rng"):
+        run_expert_episode(spec, env, ReacherExpert(np.random.default_rng(0), "up"), seed, None, action_noise=0.1)
