@@ -92,6 +92,16 @@ def guided_velocity(model: VelocityFn, x: jax.Array, t: jax.Array, d: jax.Array,
     return v_uncond + scale * (v_cond - v_uncond)
 
 
+def two_step_velocity(
+    velocity: Callable[[jax.Array, jax.Array], jax.Array], x: jax.Array, t: jax.Array, h: jax.Array, clip: float | None = None
+) -> jax.Array:
+    """The average velocity of two consecutive Euler steps of size h, (x_{t+2h} - x_t) / 2h; it is
+    also Heun's velocity for one step of size h. ``clip`` bounds the intermediate point."""
+    v1 = velocity(x, t)
+    x_mid = maybe_clip(x + broadcast_to_x(h, x) * v1, clip)
+    return (v1 + velocity(x_mid, t + h)) / 2
+
+
 def take(tree: Any, idx: slice | jax.Array) -> Any:
     """Index the leading axis of every leaf of a pytree (None stays None)."""
     return jax.tree.map(lambda a: a[idx], tree)

@@ -42,7 +42,15 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from shortcutlib.objectives.common import Targets, VelocityFn, broadcast_to_x, drop_labels, guided_velocity, interpolate
+from shortcutlib.objectives.common import (
+    Targets,
+    VelocityFn,
+    broadcast_to_x,
+    drop_labels,
+    guided_velocity,
+    interpolate,
+    two_step_velocity,
+)
 
 MODES = ("training", "distillation")
 
@@ -102,14 +110,13 @@ def teacher_step(teacher: VelocityFn, x: jax.Array, t: jax.Array, h: jax.Array, 
     def velocity(x_: jax.Array, t_: jax.Array) -> jax.Array:
         return guided_velocity(teacher, x_, t_, zero, cond, cfg.teacher_cfg_scale, cfg.num_classes)
 
-    hb = broadcast_to_x(h, x)
-    v1 = velocity(x, t)
-    x_euler = x + hb * v1
     if cfg.teacher_solver == "euler":
-        return x_euler
-    if cfg.teacher_solver != "heun":
+        v = velocity(x, t)
+    elif cfg.teacher_solver == "heun":
+        v = two_step_velocity(velocity, x, t, h)
+    else:
         raise ValueError(f"Unknown teacher_solver '{cfg.teacher_solver}'. Accepted: euler, heun.")
-    return x + hb * (v1 + velocity(x_euler, t + h)) / 2
+    return x + broadcast_to_x(h, x) * v
 
 
 def targets(

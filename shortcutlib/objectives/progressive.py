@@ -16,14 +16,21 @@ the teacher and all phases from one command.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-from shortcutlib.objectives.common import Targets, VelocityFn, broadcast_to_x, drop_labels, guided_velocity, interpolate, sample_t
+from shortcutlib.objectives.common import (
+    Targets,
+    VelocityFn,
+    drop_labels,
+    guided_velocity,
+    interpolate,
+    sample_t,
+    two_step_velocity,
+)
 
 
 @dataclass(frozen=True)
@@ -51,13 +58,6 @@ def student_step(cfg: Config) -> float:
     if not 0 <= cfg.phase < num_phases(cfg.start_steps):
         raise ValueError(f"phase must be in [0, {num_phases(cfg.start_steps) - 1}] for start_steps={cfg.start_steps} (got {cfg.phase}).")
     return 2.0 ** (cfg.phase + 1) / cfg.start_steps
-
-
-def two_step_velocity(velocity: Callable[[jax.Array, jax.Array], jax.Array], x: jax.Array, t: jax.Array, h: jax.Array) -> jax.Array:
-    """The average velocity of two consecutive Euler steps of size h: (x_{t+2h} - x_t) / 2h."""
-    v1 = velocity(x, t)
-    v2 = velocity(x + broadcast_to_x(h, x) * v1, t + h)
-    return (v1 + v2) / 2
 
 
 def targets(

@@ -36,6 +36,7 @@ from shortcutlib.objectives.common import (
     head_then_flow_matching,
     interpolate,
     maybe_clip,
+    two_step_velocity,
 )
 
 
@@ -105,10 +106,7 @@ def bootstrap_part(key: jax.Array, x1: jax.Array, cond: Any, teacher: VelocityFn
         guided = guided_velocity(teacher, x, tt, d_query, cond, cfg.bootstrap_cfg_scale, cfg.num_classes)
         return jnp.where(broadcast_to_x(finest, x), guided, v)
 
-    v1 = velocity(x_t, t)
-    x_mid = maybe_clip(x_t + broadcast_to_x(half, x_t) * v1, cfg.clip_intermediate)
-    v2 = velocity(x_mid, t + half)
-    v_target = maybe_clip((v1 + v2) / 2, cfg.clip_target)
+    v_target = maybe_clip(two_step_velocity(velocity, x_t, t, half, cfg.clip_intermediate), cfg.clip_target)
     return Targets(
         x_t=x_t,
         t=t,
