@@ -57,8 +57,8 @@ def load_config(cfg: Mapping[str, Any] | DictConfig | None = None) -> DictConfig
         merged.num_demos = preset.get("num_demos", 100)
     if merged.dataset_id is None:
         merged.dataset_id = preset.get("dataset_id")
-    if merged.action_noise is None:
-        merged.action_noise = preset.get("action_noise", 0.0)
+    if merged.action_noise is None:  # only local collection executes the expert
+        merged.action_noise = preset.get("action_noise", 0.0) if merged.source == "local" else 0.0
     if merged.rollout.num_episodes is None:
         merged.rollout.num_episodes = preset.get("rollout_episodes", 50)
     return merged
