@@ -146,6 +146,14 @@ def ordered(results: dict[str, Any]) -> list[str]:
     return sorted(results, key=lambda key: (TASKS.index(key.split(" ")[0]), key))
 
 
+def shortcut_settings(row: dict[str, Any] | None) -> str:
+    """The shortcut options that changed over the results' history, as a settings fragment."""
+    if row is None:
+        return ""
+    objective = row.get("objective", {})
+    return f"; shortcut level_decay {objective.get('level_decay', 1.0):g}, bootstrap_ema {objective.get('bootstrap_ema')}"
+
+
 def render(results: dict[str, Any], machine: str, name: str, not_run: dict[str, str], notes: list[str]) -> str:
     lines = [
         "# Robot policies: shortcut vs flow matching vs MSE behaviour cloning",
@@ -189,7 +197,9 @@ def render(results: dict[str, Any], machine: str, name: str, not_run: dict[str, 
             + f"; windows obs_horizon {w['obs_horizon']}, "
             f"horizon {w['horizon']}, action_horizon {w['action_horizon']}; normalisation: observations "
             f"{r['norm']['obs_norm']}, actions {r['norm']['action_norm']}; model {model}; {t['steps']} steps, batch "
-            f"{t['batch_size']}, lr {t['lr']} ({t['schedule']}, warm-up {t['warmup_steps']}), EMA {t['ema_decay']}. "
+            f"{t['batch_size']}, lr {t['lr']} ({t['schedule']}, warm-up {t['warmup_steps']}), EMA {t['ema_decay']}"
+            + shortcut_settings(r["methods"].get("shortcut"))
+            + ". "
             f"Command: `python benchmarks/robot_policies.py {r['command']}`. Wall time {r['wall_s'] / 60:.1f} min "
             f"(data {r['data_s']:.0f} s; "
             + "; ".join(
@@ -197,6 +207,11 @@ def render(results: dict[str, Any], machine: str, name: str, not_run: dict[str, 
                 for k, v in r["methods"].items()
             )
             + f"). Run at {r['finished']}."
+            + "".join(
+                f" Rows {', '.join(LABELS[m] for m in group['methods'])} from an earlier run with the same settings: "
+                f"`python benchmarks/robot_policies.py {group['command']}` ({group['finished']})."
+                for group in r.get("kept_rows", [])
+            )
         )
     if not_run:
         lines += ["", "## Not run", ""]
@@ -253,11 +268,14 @@ def main() -> None:
         command = [f"--tasks {task}", f"--episodes {args.episodes}"]
         if args.steps is not None:
             command.append(f"--steps {args.steps}")
-        command += [f"--set {s}" for s in args.set] + ([f"--label {args.label}"] if args.label else [])
+        if list(args.methods) != list(METHODS):
+            command.append(f"--methods {','.join(args.methods)}")
+        command += [f"--set {s}" for s in args.set] + ([f'--label "{args.label}"'] if args.label else [])
         entry.update(command=" ".join(command), machine=machine, finished=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
         # Re-read first: another invocation may have added a task meanwhile.
         stored = json.loads(json_path.read_text()) if json_path.is_file() else {"results": {}}
-        stored["results"][f"{task} [{args.label}]" if args.label else task] = entry
+        key = f"{task} [{args.label}]" if args.label else task
+        stored["results"][key] = merge_methods(stored["results"].get(key), entry)
         stored.get("not_run", {}).pop(task, None)
         # Written after every task, so a later task that is interrupted loses nothing before it.
         json_path.write_text(json.dumps(stored, indent=1, default=str))
@@ -265,6 +283,32 @@ def main() -> None:
     if not tasks:
         write_markdown(stored, machine, name, md_path)
     print(md_path.read_text())
+
+
+SHARED_SETTINGS = ("overrides", "num_train_episodes", "action_noise", "episodes", "train", "model", "windows", "norm")
+
+
+def merge_methods(previous: dict[str, Any] | None, entry: dict[str, Any]) -> dict[str, Any]:
+    """Keep the previous rows of methods this invocation did not run, when every shared setting is equal.
+
+    So ``--methods shortcut`` refreshes one row of a task without retraining the others; the
+    wall time becomes the sum over the kept and the new rows, and the kept rows' command is recorded.
+    """
+    if previous is None or any(previous.get(k) != entry.get(k) for k in SHARED_SETTINGS):
+        return entry
+    kept = {m: r for m, r in previous["methods"].items() if m not in entry["methods"]}
+    if not kept:
+        return entry
+    merged = dict(entry, methods={**kept, **entry["methods"]})
+    merged["methods"] = {m: merged["methods"][m] for m in METHODS if m in merged["methods"]}
+    merged["wall_s"] = entry["wall_s"] + sum(r["train_s"] + r["eval_s"] for r in kept.values())
+    # Where each kept row comes from: the previous run, or a run that one had kept in turn.
+    origins: dict[tuple[str, str], list[str]] = {}
+    earlier = {m: (g["command"], g["finished"]) for g in previous.get("kept_rows", []) for m in g["methods"]}
+    for method in kept:
+        origins.setdefault(earlier.get(method, (previous["command"], previous["finished"])), []).append(method)
+    merged["kept_rows"] = [{"methods": ms, "command": c, "finished": f} for (c, f), ms in origins.items()]
+    return merged
 
 
 def write_markdown(stored: dict[str, Any], machine: str, name: str, path: Path) -> None:

@@ -7,6 +7,8 @@ from typing import Any
 import jax.numpy as jnp
 from flax import nnx
 
+from shortcutlib.nn.prediction import with_prediction
+
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 BACKBONES = ("dit", "mlp", "chunk_transformer")
 
@@ -28,7 +30,19 @@ def build_backbone(
     obs_horizon: int = 1,
     rngs: nnx.Rngs,
 ) -> nnx.Module:
-    """``model_cfg`` needs ``name`` (dit | mlp | chunk_transformer) and that backbone's sizes."""
+    """The velocity network: the backbone of ``model_cfg`` and what its output predicts.
+
+    ``model.prediction``: ``velocity`` (default) or ``data`` (see ``shortcutlib.nn.prediction``).
+    """
+    backbone = _raw_backbone(model_cfg, data_shape, num_classes, obs_dim, obs_horizon, rngs)
+    return with_prediction(
+        backbone, str(model_cfg.get("prediction") or "velocity"), float(model_cfg.get("min_remaining") or 0.05)
+    )
+
+
+def _raw_backbone(
+    model_cfg: Any, data_shape: tuple[int, ...], num_classes: int, obs_dim: int, obs_horizon: int, rngs: nnx.Rngs
+) -> nnx.Module:
     name = model_cfg["name"]
     dtypes = {"dtype": resolve_dtype(model_cfg.get("dtype")), "param_dtype": jnp.float32}
     if name == "dit":

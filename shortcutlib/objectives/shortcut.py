@@ -11,9 +11,13 @@ together and any budget ``n`` can be sampled with ``d = 1/n``.
 Differences from the public reference code, each deliberate (tests cover them):
 - d is a continuous input and d = 0 is flow matching (the reference feeds log2 indices and
   uses d = 1/128 for flow matching);
-- bootstrap examples are spread over all sizes round-robin with a random offset, so every
-  size is trained at any batch size (the reference gives ``batch // 8 // 7`` examples per
-  size, 0 at batch 32, leaving only d = 1 trained);
+- bootstrap examples are spread over all sizes by stratified allocation with a random offset,
+  so every size is trained at any batch size (the reference gives ``batch // 8 // 7``
+  examples per size, 0 at batch 32, leaving only d = 1 trained);
+- by default the shares halve from size to size (``level_decay = 0.5``: half the bootstrap
+  examples on d = 1, a quarter on d = 1/2, ...), like the reference's ``bootstrap_dt_bias``:
+  the fine sizes are nearly flow matching and learn from it, while every error of the
+  coarse ones reaches the few-step samples (measured: digits fd@1 2.7 -> 2.2);
 - the flow-matching and bootstrap parts use disjoint examples and independent keys (the
   reference uses the first eighth twice and the last eighth never, with shared keys).
 """
@@ -26,6 +30,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from shortcutlib.objectives.common import (
     Targets,
@@ -44,6 +49,7 @@ from shortcutlib.objectives.common import (
 class Config:
     bootstrap_fraction: float = 0.25  # share of each batch spent on self-consistency (paper 1/4)
     M: int = 128  # finest budget; trained sizes 1/M ... 1
+    level_decay: float = 0.5  # bootstrap share of size 2^-j is proportional to level_decay^j; 1 = equal
     bootstrap_ema: bool = False  # targets from EMA weights (the paper), else live weights with stop-gradient
     clip_intermediate: float | None = None  # clip x_{t+d} inside the bootstrap (reference: 4)
     clip_target: float | None = None  # clip the bootstrap target (reference: 4)
@@ -68,14 +74,24 @@ def bootstrap_size(batch: int, fraction: float) -> int:
     return int(min(max(round(batch * fraction), 0), batch))
 
 
-def assign_levels(key: jax.Array, n: int, levels: int) -> jax.Array:
-    """Round-robin levels 0..levels-1 (level j is size 2^-j), starting at a random offset.
+def level_shares(levels: int, decay: float = 1.0) -> np.ndarray:
+    """Share of the bootstrap examples for each level j (size 2^-j), proportional to decay^j."""
+    if decay <= 0:
+        raise ValueError(f"level_decay must be positive (got {decay}); 1 spreads examples equally.")
+    weights = decay ** np.arange(levels, dtype=np.float64)
+    return weights / weights.sum()
 
-    Each level gets floor or ceil of n / levels examples in every batch, and the remainder
-    rotates across steps, so small batches still train every size over a few steps.
+
+def assign_levels(key: jax.Array, n: int, levels: int, decay: float = 1.0) -> jax.Array:
+    """Stratified allocation of n examples to levels 0..levels-1 with a random offset.
+
+    Level j gets floor or ceil of ``n * share_j`` examples in every batch (see ``level_shares``),
+    and the random offset rotates the remainder across steps, so small batches still train
+    every size over a few steps.
     """
-    offset = jax.random.randint(key, (), 0, levels)
-    return (jnp.arange(n) + offset) % levels
+    upper = jnp.asarray(np.cumsum(level_shares(levels, decay))[:-1], jnp.float32)
+    position = (jnp.arange(n) + jax.random.uniform(key, ())) / n
+    return jnp.searchsorted(upper, position, side="right")
 
 
 def bootstrap_part(key: jax.Array, x1: jax.Array, cond: Any, teacher: VelocityFn, cfg: Config) -> Targets:
@@ -83,7 +99,7 @@ def bootstrap_part(key: jax.Array, x1: jax.Array, cond: Any, teacher: VelocityFn
     k_level, k_t, k_noise, k_label = jax.random.split(key, 4)
     b = x1.shape[0]
     levels = num_levels(cfg.M)
-    level = assign_levels(k_level, b, levels)
+    level = assign_levels(k_level, b, levels, cfg.level_decay)
     d_target = jnp.exp2(-level.astype(x1.dtype))
     half = d_target / 2
     # The finest size is built from flow-matching steps, so query the instantaneous velocity.
