@@ -71,14 +71,14 @@ def test_sampler_with_oracle_reproduces_exact_flow_map():
 
 def test_every_level_is_trained_at_batch_32():
     """Reference: batch // 8 // 7 = 0 examples per level at batch 32, so only d = 1 is trained."""
-    cfg = shortcut.Config(bootstrap_fraction=0.25, M=128, level_decay=1.0)  # 8 bootstrap examples, 8 levels, equal shares
+    cfg = shortcut.Config(bootstrap_fraction=0.25, M=128, )  # 8 bootstrap examples, 8 levels
     tg = shortcut.targets(jax.random.PRNGKey(0), gaussian_batch(jax.random.PRNGKey(1), 32), ORACLE, ORACLE, cfg)
     boot_d = np.asarray(tg.d)[:8]
     np.testing.assert_allclose(np.sort(boot_d), np.sort(2.0 ** -np.arange(8)))
 
 
 def test_small_batches_cover_all_levels_over_steps():
-    cfg = shortcut.Config(bootstrap_fraction=0.25, M=128, level_decay=1.0)
+    cfg = shortcut.Config(bootstrap_fraction=0.25, M=128)
     seen = set()
     for i in range(40):
         tg = shortcut.targets(jax.random.PRNGKey(i), gaussian_batch(jax.random.PRNGKey(1), 8), ORACLE, ORACLE, cfg)
@@ -89,18 +89,21 @@ def test_small_batches_cover_all_levels_over_steps():
 @pytest.mark.parametrize("decay", [1.0, 0.7, 0.5])
 @pytest.mark.parametrize("n", [8, 32, 45])
 def test_level_allocation_is_stratified(decay, n):
-    """Every batch gives level j floor or ceil of n * share_j examples, shares ~ decay^j."""
+    """Every batch gives level j floor or ceil of n * share_j examples."""
     levels = 8
     expected = n * shortcut.level_shares(levels, decay)
     np.testing.assert_allclose(expected.sum(), n)
     assert expected[0] >= expected[-1]
     for i in range(20):
-        counts = np.bincount(np.asarray(shortcut.assign_levels(jax.random.PRNGKey(i), n, levels, decay)), minlength=levels)
+        key = jax.random.PRNGKey(i)
+        counts = np.bincount(np.asarray(shortcut.assign_levels(key, n, levels, decay)), minlength=levels)
         assert counts.sum() == n and len(counts) == levels
         assert np.all(counts >= np.floor(expected - 1e-6)) and np.all(counts <= np.ceil(expected + 1e-6)), (counts, expected)
 
 
-def test_level_decay_must_be_positive():
+def test_level_shares_follow_the_formula():
+    np.testing.assert_allclose(shortcut.level_shares(8, 0.5), 0.5 ** np.arange(8) / (2 - 0.5**7))
+    np.testing.assert_allclose(shortcut.level_shares(8, 1.0), np.full(8, 1 / 8))
     with pytest.raises(ValueError, match="level_decay"):
         shortcut.level_shares(8, 0.0)
 
