@@ -53,6 +53,8 @@ def main() -> None:
     parser.add_argument("--eval-samples", type=int, default=4096)
     parser.add_argument("--quick", action="store_true", help="a smoke run: 200 steps, small evaluation")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--shortcut-set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="config overrides for the shortcut run only, e.g. objective.level_decay=0.5")
     args = parser.parse_args()
     if args.quick:
         args.steps, args.eval_samples = 200, 512
@@ -67,7 +69,7 @@ def main() -> None:
     ]
     results, runs, states, wall = {}, {}, {}, {}
     for method in METHODS:
-        cfg = make_cfg(overrides + [f"objective={method}"])
+        cfg = make_cfg(overrides + [f"objective={method}"] + (args.shortcut_set if method == "shortcut" else []))
         domain = build_domain(cfg.domain)
         runs[method] = build_run(cfg, domain)
         run_dir = work / f"{method}_{args.dataset}_{args.steps}"
@@ -89,7 +91,8 @@ def main() -> None:
         f"# Shortcut vs flow matching on `{args.dataset}`",
         "",
         f"Machine: {describe_machine()}.",
-        f"Command: `python benchmarks/toy2d.py --steps {args.steps} --dataset {args.dataset}{' --quick' if args.quick else ''}`",
+        f"Command: `python benchmarks/toy2d.py --steps {args.steps} --dataset {args.dataset}{' --quick' if args.quick else ''}"
+        + (f" --shortcut-set {' '.join(args.shortcut_set)}" if args.shortcut_set else "") + "`",
         f"Setting: residual MLP (configs/model/toy2d.yaml), batch 256, AdamW lr 1e-3 cosine, EMA 0.999, {args.steps} steps each, "
         f"{args.eval_samples} samples per budget from the same noise.",
         "",
