@@ -61,6 +61,10 @@ def load_config(cfg: Mapping[str, Any] | DictConfig | None = None) -> DictConfig
         merged.action_noise = preset.get("action_noise", 0.0) if merged.source == "local" else 0.0
     if merged.rollout.num_episodes is None:
         merged.rollout.num_episodes = preset.get("rollout_episodes", 50)
+    if merged.horizon is None:
+        merged.horizon = preset.get("horizon", 16)
+    if merged.action_horizon is None:
+        merged.action_horizon = preset.get("action_horizon", 4)
     return merged
 
 

@@ -54,6 +54,10 @@ def test_config_defaults_and_presets():
     assert cfg.name == "robot" and cfg.source == "local"
     assert cfg.num_demos == cfg.presets.pointmaze_large.num_demos and cfg.dataset_id == "D4RL/pointmaze/large-v2"
     assert load_config({"task": "pointmaze_large", "num_demos": 7}).num_demos == 7
+    assert (cfg.horizon, cfg.action_horizon) == (16, 4)  # no window preset: the fallback
+    reacher = load_config({"task": "reacher"})
+    assert (reacher.horizon, reacher.action_horizon) == (8, 2)  # the reacher preset re-plans often
+    assert load_config({"task": "reacher", "horizon": 16}).horizon == 16
     with pytest.raises(ValueError, match="source"):
         load_config({"source": "web"})
 
