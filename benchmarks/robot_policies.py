@@ -299,8 +299,8 @@ def merge_methods(previous: dict[str, Any] | None, entry: dict[str, Any]) -> dic
     kept = {m: r for m, r in previous["methods"].items() if m not in entry["methods"]}
     if not kept:
         return entry
-    merged = dict(entry, methods={**kept, **entry["methods"]})
-    merged["methods"] = {m: merged["methods"][m] for m in METHODS if m in merged["methods"]}
+    rows = {**kept, **entry["methods"]}
+    merged = dict(entry, methods={m: rows[m] for m in METHODS if m in rows})
     merged["wall_s"] = entry["wall_s"] + sum(r["train_s"] + r["eval_s"] for r in kept.values())
     # Where each kept row comes from: the previous run, or a run that one had kept in turn.
     origins: dict[tuple[str, str], list[str]] = {}

@@ -35,9 +35,7 @@ def build_backbone(
     ``model.prediction``: ``velocity`` (default) or ``data`` (see ``shortcutlib.nn.prediction``).
     """
     backbone = _raw_backbone(model_cfg, data_shape, num_classes, obs_dim, obs_horizon, rngs)
-    return with_prediction(
-        backbone, str(model_cfg.get("prediction") or "velocity"), float(model_cfg.get("min_remaining") or 0.05)
-    )
+    return with_prediction(backbone, str(model_cfg.get("prediction", "velocity")), float(model_cfg.get("min_remaining", 0.05)))
 
 
 def _raw_backbone(

@@ -71,7 +71,7 @@ def test_sampler_with_oracle_reproduces_exact_flow_map():
 
 def test_every_level_is_trained_at_batch_32():
     """Reference: batch // 8 // 7 = 0 examples per level at batch 32, so only d = 1 is trained."""
-    cfg = shortcut.Config(bootstrap_fraction=0.25, M=128, )  # 8 bootstrap examples, 8 levels
+    cfg = shortcut.Config(bootstrap_fraction=0.25, M=128)  # 8 bootstrap examples, 8 levels
     tg = shortcut.targets(jax.random.PRNGKey(0), gaussian_batch(jax.random.PRNGKey(1), 32), ORACLE, ORACLE, cfg)
     boot_d = np.asarray(tg.d)[:8]
     np.testing.assert_allclose(np.sort(boot_d), np.sort(2.0 ** -np.arange(8)))

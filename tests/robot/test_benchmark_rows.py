@@ -2,9 +2,16 @@
 
 from benchmarks.robot_policies import merge_methods, render
 
-SETTINGS = dict(overrides=["domain=robot"], num_train_episodes=9, action_noise=0.1, episodes=100, train={"steps": 1, "batch_size": 8, "lr": 1e-3, "schedule": "cosine", "warmup_steps": 0, "ema_decay": 0.99},
-                model={"name": "mlp"}, windows={"obs_horizon": 2, "horizon": 16, "action_horizon": 4},
-                norm={"obs_norm": "meanstd", "action_norm": "meanstd"})
+SETTINGS = dict(
+    overrides=["domain=robot"],
+    num_train_episodes=9,
+    action_noise=0.1,
+    episodes=100,
+    train={"steps": 1, "batch_size": 8, "lr": 1e-3, "schedule": "cosine", "warmup_steps": 0, "ema_decay": 0.99},
+    model={"name": "mlp"},
+    windows={"obs_horizon": 2, "horizon": 16, "action_horizon": 4},
+    norm={"obs_norm": "meanstd", "action_norm": "meanstd"},
+)
 
 
 def row(success: float) -> dict:
