@@ -39,7 +39,21 @@ TASKS = ("reacher", "pointmaze_medium", "pointmaze_large", "cube_single")
 # objective -> the step budgets it is evaluated at (BC is one deterministic step by construction).
 METHODS = {"shortcut": [1, 4, 128], "flow_matching": [1, 4, 128], "bc": [1]}
 LABELS = {"shortcut": "shortcut", "flow_matching": "flow matching", "bc": "MSE BC"}
+SAMPLED = ("shortcut", "flow_matching")  # methods whose policies start from noise
 QUICK_STEPS, QUICK_EPISODES = 300, 10
+
+
+def scaled_key(key: str, noise_scale: float) -> str:
+    """Metric key of an evaluation whose initial noise was scaled, e.g. 'success@1|noise=0'."""
+    return f"{key}|noise={noise_scale:g}"
+
+
+def parse_scales(text: str) -> list[float]:
+    """'0,0.5' -> [0.0, 0.5]: the extra initial-noise scales (1, plain sampling, is always evaluated)."""
+    scales = [float(v) for v in text.split(",") if v.strip()]
+    if any(v < 0 for v in scales):
+        raise ValueError(f"noise scales must be >= 0 (got {text!r})")
+    return [v for v in scales if v != 1.0]
 
 
 def task_overrides(task: str, args: argparse.Namespace) -> list[str]:
@@ -110,7 +124,11 @@ def run_task(task: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
         train_s = time.perf_counter() - start
         sample_fn = make_sample_fn(run.graphdef, out.state.ema_params, run.objective, tuple(domain.sample_shape))
         start = time.perf_counter()
-        metrics = domain.evaluate(sample_fn, budgets, run_dir / "samples")
+        metrics = domain.evaluate(sample_fn, budgets, run_dir / "samples", noise_scale=1.0)
+        if method in SAMPLED:  # the same weights with scaled initial noise; BC starts from zeros
+            for scale in args.noise_scales:
+                scaled = domain.evaluate(sample_fn, budgets, run_dir / "samples", noise_scale=scale)
+                metrics.update({scaled_key(k, scale): v for k, v in scaled.items()})
         eval_s = time.perf_counter() - start
         final_loss = _final_loss(run_dir / "metrics.jsonl")
         entry["methods"][method] = {
@@ -154,6 +172,18 @@ def shortcut_settings(row: dict[str, Any] | None) -> str:
     return f"; shortcut level_decay {objective.get('level_decay', 1.0):g}, bootstrap_ema {objective.get('bootstrap_ema')}"
 
 
+def extra_scales(results: dict[str, Any]) -> list[float]:
+    """The initial-noise scales other than 1 that some stored row was evaluated at."""
+    found = {
+        float(key.rpartition("|noise=")[2])
+        for entry in results.values()
+        for row in entry["methods"].values()
+        for key in row
+        if "|noise=" in key
+    }
+    return sorted(found)
+
+
 def render(results: dict[str, Any], machine: str, name: str, not_run: dict[str, str], notes: list[str]) -> str:
     lines = [
         "# Robot policies: shortcut vs flow matching vs MSE behaviour cloning",
@@ -173,6 +203,22 @@ def render(results: dict[str, Any], machine: str, name: str, not_run: dict[str, 
         m = r["methods"]
         cells = [pct(m.get(meth, {}).get(f"success@{n}")) for meth in METHODS for n in METHODS[meth]]
         lines.append(f"| {task} | {pct(r['expert_success'])} | {r['episodes']} | " + " | ".join(cells) + " |")
+    for scale in extra_scales(results):
+        lines += [
+            "",
+            f"The same sampled policies (same weights, same episodes) with the initial noise x0 scaled by {scale:g}"
+            + (" (a deterministic policy: every chunk starts from the noise mean)" if scale == 0 else "")
+            + "; '–' where that evaluation was not run.",
+            "",
+            f"| task | sc@1 x{scale:g} | sc@4 x{scale:g} | sc@128 x{scale:g} | fm@1 x{scale:g} | fm@4 x{scale:g} "
+            f"| fm@128 x{scale:g} | MSE BC |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for task in ordered(results):
+            m = results[task]["methods"]
+            cells = [pct(m.get(meth, {}).get(scaled_key(f"success@{n}", scale))) for meth in SAMPLED for n in METHODS[meth]]
+            cells.append(pct(m.get("bc", {}).get("success@1")))
+            lines.append(f"| {task} | " + " | ".join(cells) + " |")
     lines += [
         "",
         "Latency of one 1-step policy call (ms): on the batch of 10 environments stepped in lockstep during the rollouts "
@@ -230,6 +276,10 @@ def main() -> None:
     parser.add_argument(
         "--methods", default=",".join(METHODS), help="comma-separated subset of the objectives (the table needs all three)"
     )
+    parser.add_argument(
+        "--noise-scales", default="0", type=parse_scales,
+        help="extra initial-noise scales at which the sampled policies are also evaluated (same weights; '' for none)",
+    )
     parser.add_argument("--quick", action="store_true", help=f"a smoke run: {QUICK_STEPS} steps, {QUICK_EPISODES} episodes")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra config override (repeatable)")
     parser.add_argument("--note", action="append", default=[], help="add a note to the results file and only rebuild the markdown")
@@ -268,6 +318,8 @@ def main() -> None:
         command = [f"--tasks {task}", f"--episodes {args.episodes}"]
         if args.steps is not None:
             command.append(f"--steps {args.steps}")
+        if args.noise_scales != [0.0]:
+            command.append(f"--noise-scales '{','.join(f'{v:g}' for v in args.noise_scales)}'")
         if list(args.methods) != list(METHODS):
             command.append(f"--methods {','.join(args.methods)}")
         command += [f"--set {s}" for s in args.set] + ([f'--label "{args.label}"'] if args.label else [])

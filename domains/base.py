@@ -24,6 +24,7 @@ class SampleFn(Protocol):
     ``cond`` is a pytree whose leaves have a leading batch axis, or None for
     unconditional domains (then ``num_samples`` gives the batch size). ``noise``, if given,
     is the initial state (num_samples, *sample_shape), e.g. for interpolation strips.
+    ``noise_scale`` multiplies the drawn initial noise (a temperature; 0 gives its mean).
     """
 
     def __call__(
@@ -33,6 +34,7 @@ class SampleFn(Protocol):
         num_samples: int,
         cond: Any = None,
         noise: Any = None,
+        noise_scale: float = 1.0,
     ) -> jax.Array: ...
 
 

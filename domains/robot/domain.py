@@ -238,8 +238,14 @@ class RobotDomain:
         )
 
     # --- policies and evaluation -----------------------------------------------------------
-    def make_policy(self, sample_fn: SampleFn, num_steps: int, seed: int = 0) -> Policy:
-        """Raw observation history (N, To, obs_dim) -> raw action chunk (N, H, A), fresh noise per call."""
+    def make_policy(self, sample_fn: SampleFn, num_steps: int, seed: int = 0, noise_scale: float = 1.0) -> Policy:
+        """Raw observation history (N, To, obs_dim) -> raw action chunk (N, H, A), fresh noise per call.
+
+        ``noise_scale`` multiplies the initial noise x0 (a sampling temperature): 1 samples the
+        learned distribution; 0 starts every chunk from the noise mean, a deterministic policy.
+        """
+        if noise_scale < 0:
+            raise ValueError(f"rollout.noise_scale must be >= 0 (got {noise_scale}); 1 samples, 0 is deterministic.")
         base = jax.random.key(seed)
         calls = itertools.count()
         clip = bool(self.cfg.rollout.clip_actions) and self.action_normalizer.mode == "minmax"
@@ -247,22 +253,27 @@ class RobotDomain:
         def policy(obs_history: np.ndarray) -> np.ndarray:
             obs = np.asarray(obs_history, np.float32)
             cond = self.obs_normalizer.encode(obs).astype(np.float32)
-            z = np.asarray(sample_fn(jax.random.fold_in(base, next(calls)), num_steps, num_samples=len(obs), cond=cond))
+            scale = {} if noise_scale == 1.0 else {"noise_scale": noise_scale}
+            z = np.asarray(sample_fn(jax.random.fold_in(base, next(calls)), num_steps, num_samples=len(obs), cond=cond, **scale))
             if clip:
                 z = np.clip(z, -1.0, 1.0)
             return self.codec.decode(z).astype(np.float32)
 
         return policy
 
-    def evaluate(self, sample_fn: SampleFn, steps: Sequence[int], out_dir: Path) -> dict[str, float]:
+    def evaluate(
+        self, sample_fn: SampleFn, steps: Sequence[int], out_dir: Path, noise_scale: float | None = None
+    ) -> dict[str, float]:
         """Roll out the policy for each step budget: ``success@n``, ``return@n``, ``length@n``, ``latency_ms@n``.
 
+        ``noise_scale`` (default ``rollout.noise_scale``) scales the initial noise, see ``make_policy``.
         With ``rollout.video`` the first episode of the 1-step policy is written to
         ``out_dir/videos/<task>_1step.<rollout.video_format>``.
         """
         from domains.robot.rollout import evaluate_policy
 
         ecfg = self.cfg.rollout
+        scale = float(ecfg.noise_scale if noise_scale is None else noise_scale)
         metrics: dict[str, float] = {}
         for n in steps:
             video = None
@@ -270,7 +281,7 @@ class RobotDomain:
                 video = Path(out_dir) / "videos" / f"{self.task}_1step.{ecfg.video_format}"
             result = evaluate_policy(
                 self.task,
-                self.make_policy(sample_fn, int(n), seed=int(ecfg.sample_seed)),
+                self.make_policy(sample_fn, int(n), seed=int(ecfg.sample_seed), noise_scale=scale),
                 int(ecfg.num_episodes),
                 obs_horizon=self.obs_horizon,
                 action_horizon=self.action_horizon,

@@ -1,6 +1,8 @@
 """benchmarks/robot_policies.py: refreshing one method's row keeps the others only when the settings match."""
 
-from benchmarks.robot_policies import merge_methods, render
+import pytest
+
+from benchmarks.robot_policies import extra_scales, merge_methods, parse_scales, render, scaled_key
 
 SETTINGS = dict(
     overrides=["domain=robot"],
@@ -46,3 +48,22 @@ def test_rows_keep_their_origin_over_two_refreshes():
 def test_different_settings_replace_the_whole_task():
     merged = merge_methods(FULL, entry({"shortcut": row(0.9)}, "--methods shortcut", "T2", episodes=50))
     assert list(merged["methods"]) == ["shortcut"] and "kept_rows" not in merged
+
+
+def test_scaled_noise_rows_get_their_own_table():
+    shortcut = dict(row(0.9), **{scaled_key("success@1", 0.0): 1.0, scaled_key("success@4", 0.0): 0.97})
+    fm = dict(row(0.8), **{scaled_key("success@1", 0.5): 0.85})
+    results = {"reacher": entry({"shortcut": shortcut, "flow_matching": fm, "bc": row(0.3)}, "--tasks reacher", "T1")}
+    assert extra_scales(results) == [0.0, 0.5]
+    text = render(results, "test machine", "robot_policies", {}, [])
+    zero_table = text.split("scaled by 0 ")[1].split("\n\n")[1].splitlines()
+    assert zero_table[0].startswith("| task | sc@1 x0 | sc@4 x0 |")
+    assert zero_table[2] == "| reacher | 100% | 97% | – | – | – | – | 30% |"
+    half_table = text.split("scaled by 0.5")[1].split("\n\n")[1].splitlines()
+    assert half_table[2] == "| reacher | – | – | – | 85% | – | – | 30% |"
+
+
+def test_noise_scales_parse_without_plain_sampling():
+    assert parse_scales("0,1,0.5") == [0.0, 0.5] and parse_scales("") == []
+    with pytest.raises(ValueError, match=">= 0"):
+        parse_scales("-1")

@@ -151,6 +151,21 @@ def test_policy_normalises_and_decodes(domain):
     np.testing.assert_allclose(chunk, np.broadcast_to(domain.train_episodes.actions.max(0), chunk.shape), atol=1e-5)
 
 
+def test_policy_passes_the_noise_scale(domain):
+    seen = []
+
+    def sample_fn(key, num_steps, num_samples, cond=None, **kwargs):
+        seen.append(kwargs)
+        return jnp.zeros((num_samples, *domain.sample_shape))
+
+    obs = domain.val_episodes.observations[:4].reshape(2, 2, 3)
+    domain.make_policy(sample_fn, 1)(obs)
+    domain.make_policy(sample_fn, 1, noise_scale=0.0)(obs)
+    assert seen == [{}, {"noise_scale": 0.0}]
+    with pytest.raises(ValueError, match="rollout.noise_scale"):
+        domain.make_policy(sample_fn, 1, noise_scale=-0.5)
+
+
 def test_visualize_writes_a_plot(domain, tmp_path):
     def sample_fn(key, num_steps, num_samples, cond=None):
         return np.random.default_rng(num_steps).uniform(-1, 1, (num_samples, *domain.sample_shape))
