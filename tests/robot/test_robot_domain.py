@@ -62,6 +62,17 @@ def test_config_defaults_and_presets():
         load_config({"source": "web"})
 
 
+def test_training_steps_follow_the_task_preset():
+    from shortcutlib.config import compose_config
+
+    def steps(*overrides):
+        return compose_config(["domain=robot", *overrides]).train.steps
+
+    assert steps() == 16000  # the reacher preset
+    assert steps("domain.task=pointmaze_large") == 8000  # no preset value: the fallback
+    assert steps("train.steps=300") == 300
+
+
 def test_batches_are_raw_chunks_with_normalised_histories(domain):
     assert isinstance(domain, Domain)
     assert domain.sample_shape == (4, 2) and domain.num_classes == 0 and domain.obs_dim == 3
