@@ -249,11 +249,11 @@ class RobotDomain:
         base = jax.random.key(seed)
         calls = itertools.count()
         clip = bool(self.cfg.rollout.clip_actions) and self.action_normalizer.mode == "minmax"
+        scale = {} if noise_scale == 1.0 else {"noise_scale": noise_scale}  # plain sampling keeps the plain call
 
         def policy(obs_history: np.ndarray) -> np.ndarray:
             obs = np.asarray(obs_history, np.float32)
             cond = self.obs_normalizer.encode(obs).astype(np.float32)
-            scale = {} if noise_scale == 1.0 else {"noise_scale": noise_scale}
             z = np.asarray(sample_fn(jax.random.fold_in(base, next(calls)), num_steps, num_samples=len(obs), cond=cond, **scale))
             if clip:
                 z = np.clip(z, -1.0, 1.0)
