@@ -199,10 +199,12 @@ def test_local_source_collects_once_then_reuses(tmp_path, monkeypatch):
     first = RobotDomain(cfg)
     second = RobotDomain(cfg)
     # The reacher preset's executed-action noise reaches the collector and names the cache folder.
-    assert calls == [("reacher", 4, 0, {"action_noise": 0.1, "k": 1})]
+    noise = float(load_config().presets.reacher.action_noise)
+    assert noise > 0
+    assert calls == [("reacher", 4, 0, {"action_noise": noise, "k": 1})]
     np.testing.assert_array_equal(first.train_episodes.actions, second.train_episodes.actions)
     folders = [p.name for p in tmp_path.iterdir()]
-    assert folders == ["reacher-n4-s0-k=1-noise=0.1"]  # no temporary folder left behind
+    assert folders == [f"reacher-n4-s0-k=1-noise={noise:g}"]  # no temporary folder left behind
     manifest = json.loads((tmp_path / folders[0] / "dataset.json").read_text())
     assert manifest["hdf5"] == "demos.hdf5" and manifest["collect"]["success_rate"] == 1.0
 
