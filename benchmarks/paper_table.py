@@ -249,20 +249,21 @@ def write_report(results: list[MethodResult], domain: str, budget: str, command:
 
 
 def merge_results(paths: list[str], fresh: list[MethodResult]) -> list[MethodResult]:
-    """Rows from earlier invocations, replaced by this invocation's rows, in the table's order."""
+    """Rows from earlier invocations, replaced by this invocation's rows, in the table's order.
+
+    A row's time is relative to the flow-matching row of its own invocation. A file without one
+    is timed against the flow-matching row of the nearest file before it, and rows run with
+    ``--no-fm`` against the last merged one.
+    """
     rows: dict[str, MethodResult] = {}
-    for path in paths:
-        loaded = [MethodResult(**raw) for raw in json.loads(Path(path).read_text())]
-        fm_sps = next((r.steps_per_sec for r in loaded if r.objective == "flow_matching"), float("nan"))
+    reference = float("nan")
+    for path in [*paths, None]:
+        loaded = fresh if path is None else [MethodResult(**raw) for raw in json.loads(Path(path).read_text())]
+        reference = next((r.steps_per_sec for r in loaded if r.objective == "flow_matching"), reference)
         for r in loaded:
-            if r.fm_steps_per_sec != r.fm_steps_per_sec:  # nan: files written before the reference was stored
-                r.fm_steps_per_sec = fm_sps
+            if r.fm_steps_per_sec != r.fm_steps_per_sec:  # nan: no flow matching beside it
+                r.fm_steps_per_sec = reference
             rows[r.objective] = r
-    rows.update({r.objective: r for r in fresh})
-    fm = rows.get("flow_matching")
-    for r in rows.values():
-        if r.fm_steps_per_sec != r.fm_steps_per_sec and fm is not None:  # nan: flow matching was not rerun with it
-            r.fm_steps_per_sec = fm.steps_per_sec
     return [rows[m] for _, m in METHODS if m in rows]
 
 

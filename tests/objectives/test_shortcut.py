@@ -71,19 +71,29 @@ def test_sampler_with_oracle_reproduces_exact_flow_map():
 
 def test_every_level_is_trained_at_batch_32():
     """Reference: batch // 8 // 7 = 0 examples per level at batch 32, so only d = 1 is trained."""
-    cfg = shortcut.Config(bootstrap_fraction=0.25, M=128)  # 8 bootstrap examples, 8 levels
+    cfg = shortcut.Config(bootstrap_fraction=0.25, M=128, level_decay=1.0)  # 8 bootstrap examples, 8 equal shares
     tg = shortcut.targets(jax.random.PRNGKey(0), gaussian_batch(jax.random.PRNGKey(1), 32), ORACLE, ORACLE, cfg)
     boot_d = np.asarray(tg.d)[:8]
     np.testing.assert_allclose(np.sort(boot_d), np.sort(2.0 ** -np.arange(8)))
 
 
 def test_small_batches_cover_all_levels_over_steps():
-    cfg = shortcut.Config(bootstrap_fraction=0.25, M=128)
+    cfg = shortcut.Config(bootstrap_fraction=0.25, M=128, level_decay=1.0)
     seen = set()
     for i in range(40):
         tg = shortcut.targets(jax.random.PRNGKey(i), gaussian_batch(jax.random.PRNGKey(1), 8), ORACLE, ORACLE, cfg)
         seen.update(np.asarray(tg.d)[:2].tolist())
     assert seen == set((2.0 ** -np.arange(8)).tolist())
+
+
+def test_default_shares_favour_coarse_sizes_and_reach_the_finest():
+    """Default level_decay 0.5 at batch 128: at least 16 of 32 bootstrap examples on d = 1 (share
+    128/255), and the finest size (share 1/255) still gets examples over a few dozen steps."""
+    cfg = shortcut.Config()
+    n, levels = shortcut.bootstrap_size(128, cfg.bootstrap_fraction), shortcut.num_levels(cfg.M)
+    counts = sum(np.bincount(np.asarray(shortcut.assign_levels(jax.random.PRNGKey(i), n, levels, cfg.level_decay)), minlength=levels)
+                 for i in range(80))
+    assert counts[0] >= 80 * 16 and np.all(np.diff(counts) <= 0) and counts[-1] > 0, counts
 
 
 @pytest.mark.parametrize("decay", [1.0, 0.7, 0.5])
