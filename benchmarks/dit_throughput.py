@@ -28,16 +28,19 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.machine import describe_machine  # noqa: E402
 from benchmarks.timing import interleaved_step_times, median_ratio  # noqa: E402
+from shortcutlib.config import TrainConfig  # noqa: E402
 from shortcutlib.inference import make_sample_fn  # noqa: E402
-from shortcutlib.nn.dit import flops_per_example  # noqa: E402
+from shortcutlib.nn.dit import DiT, flops_per_example  # noqa: E402
 from shortcutlib.nn.factory import build_backbone  # noqa: E402
-from shortcutlib.objectives import get_objective, make_config  # noqa: E402
+from shortcutlib.objectives.base import ObjectiveContext  # noqa: E402
+from shortcutlib.objectives.flow_matching import FlowMatching  # noqa: E402
+from shortcutlib.objectives.shortcut import Shortcut  # noqa: E402
 from shortcutlib.train.state import create_train_state, make_optimizer  # noqa: E402
 from shortcutlib.train.step import make_train_step  # noqa: E402
 
 LATENT = (32, 32, 4)  # sd-vae-ft-mse latents of 256x256 images
 NUM_CLASSES = 1000
-OBJECTIVES = ("shortcut", "flow_matching")
+OBJECTIVES = {"shortcut": Shortcut, "flow_matching": FlowMatching}
 
 
 def measured_peak_tflops(n: int = 2048, repeats: int = 10) -> float:
@@ -60,22 +63,21 @@ def train_flops(fwd: float, batch: int, objective: str, bootstrap_fraction: floa
     return flops
 
 
-def benchmark(model_cfg: dict, batch: int, rounds: int, steps_per_round: int, dtype: str) -> dict:
-    model_cfg = {**model_cfg, "dtype": dtype}
-    train_cfg = {"lr": 1e-4, "weight_decay": 0.1, "steps": 1000, "grad_clip": 1.0}
+def benchmark(dims: dict, batch: int, rounds: int, steps_per_round: int, dtype: str) -> dict:
+    model_cfg = DiT.Config(_target_="shortcutlib.nn.dit.DiT", dtype=dtype, **dims)
+    train_cfg = TrainConfig(lr=1e-4, weight_decay=0.1, steps=1000, grad_clip=1.0)
     rng = np.random.default_rng(0)
     batches = [
         {"x": rng.standard_normal((batch, *LATENT)).astype(np.float32), "cond": rng.integers(0, NUM_CLASSES, batch).astype(np.int32)}
         for _ in range(steps_per_round)
     ]
     steps, states, runs = {}, {}, {}
-    for name in OBJECTIVES:
+    for name, objective_class in OBJECTIVES.items():
         model = build_backbone(model_cfg, data_shape=LATENT, num_classes=NUM_CLASSES, rngs=nnx.Rngs(0))
         tx = make_optimizer(train_cfg)
         graphdef, state = create_train_state(model, tx, 0)
-        objective = get_objective(name)
-        ocfg = make_config(objective, {}, {"num_classes": NUM_CLASSES, "class_dropout": 0.1})
-        steps[name] = jax.jit(make_train_step(graphdef, objective, ocfg, tx, ema_decay=0.999), donate_argnums=0)
+        objective = objective_class(context=ObjectiveContext(num_classes=NUM_CLASSES, class_dropout=0.1, total_steps=1000))
+        steps[name] = jax.jit(make_train_step(graphdef, objective, tx, ema_decay=0.999), donate_argnums=0)
         states[name] = state
         runs[name] = (graphdef, objective)
     times, states = interleaved_step_times(steps, states, batches, rounds=rounds)
@@ -91,8 +93,7 @@ def benchmark(model_cfg: dict, batch: int, rounds: int, steps_per_round: int, dt
         jax.block_until_ready(sample_fn(jax.random.PRNGKey(1), n, batch, labels))
         sampling[n] = batch / (time.perf_counter() - start)
 
-    patch = int(model_cfg["patch"])
-    fwd = flops_per_example(LATENT, patch, int(model_cfg["hidden"]), int(model_cfg["depth"]), float(model_cfg.get("mlp_ratio", 4.0)))
+    fwd = flops_per_example(LATENT, dims["patch"], dims["hidden"], dims["depth"], model_cfg.mlp_ratio)
     med = {name: float(np.median(t)) for name, t in times.items()}
     return {
         "step_s": med,
@@ -120,13 +121,13 @@ def main() -> None:
     from shortcutlib.nn.dit import dit_config
 
     if args.cpu_small:
-        configs = {"small (hidden 128, depth 4, 4 heads)/2": {"name": "dit", "patch": 2, "hidden": 128, "depth": 4, "num_heads": 4}}
+        configs = {"small (hidden 128, depth 4, 4 heads)/2": {"patch": 2, "hidden": 128, "depth": 4, "num_heads": 4}}
         args.batch, args.dtype, args.rounds, args.steps_per_round = 8, "float32", 5, 3
     else:
         configs = {}
         for size in args.sizes:
             dims = dit_config(size, 2)
-            configs[f"DiT-{size}/2"] = {"name": "dit", "patch": 2, "hidden": dims["hidden"], "depth": dims["depth"], "num_heads": dims["num_heads"]}
+            configs[f"DiT-{size}/2"] = {"patch": 2, "hidden": dims["hidden"], "depth": dims["depth"], "num_heads": dims["num_heads"]}
     on_cpu = jax.devices()[0].platform == "cpu"
     peak = args.peak_tflops or (measured_peak_tflops() if on_cpu else None)
     peak_note = (

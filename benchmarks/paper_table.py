@@ -26,10 +26,10 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import compose_config, fmt, machine_description, markdown_table, sample_fn_for
-from domains import build_domain
-from shortcutlib.train.loop import train
-from shortcutlib.train.phases import is_multi_phase, run_phases
+from benchmarks.common import compose_config, fmt, machine_description, markdown_table
+from shortcutlib.inference import make_sample_fn
+from shortcutlib.run import build_domain
+from shortcutlib.train.phases import run_phases
 
 RESULTS = Path(__file__).resolve().parent / "results"
 STEPS = [1, 2, 4, 8, 16, 32, 64, 128]
@@ -112,7 +112,7 @@ def method_overrides(objective: str, domain: str, budget: str) -> list[str]:
     if objective != "reflow_two_stage":
         return []
     pairs, steps = PAIRS[budget][domain]
-    return [f"objective.teacher.pairs={pairs}", f"objective.teacher.pair_steps={steps}", f"objective.teacher.pair_batch={min(2048, pairs)}"]
+    return [f"objective.pairs={pairs}", f"objective.pair_steps={steps}", f"objective.pair_batch={min(2048, pairs)}"]
 
 
 def run_method(label: str, objective: str, overrides: list[str], domain: Any, run_dir: Path) -> MethodResult:
@@ -120,19 +120,18 @@ def run_method(label: str, objective: str, overrides: list[str], domain: Any, ru
     shutil.rmtree(run_dir, ignore_errors=True)  # fresh runs, never a resume
     run_dir.mkdir(parents=True)
     start = time.perf_counter()
-    if is_multi_phase(cfg):
-        phased = run_phases(cfg, domain, run_dir)
-        result, total = phased.result, phased.total_steps
-        students = [p for p in phased.phases if p.name.startswith("student")]
+    phased = run_phases(cfg, domain, run_dir)
+    result, total = phased.result, phased.total_steps
+    if len(phased.phases) > 1:
+        students = [p for p in phased.phases if p.name.startswith("student") and p.steps > 0]
         # Student throughput over all student phases (progressive distillation has several).
         sps = sum(p.steps for p in students) / sum(p.steps / p.steps_per_sec for p in students)
         phases = [vars(p) for p in phased.phases]
     else:
-        result = train(cfg, domain, run_dir)
-        total, sps, phases = int(cfg.train.steps), result.steps_per_sec, []
+        sps, phases = result.steps_per_sec, []
     train_wall = time.perf_counter() - start
     start = time.perf_counter()
-    sample_fn = sample_fn_for(
+    sample_fn = make_sample_fn(
         result.run.graphdef, result.state.ema_params, result.run.objective, tuple(domain.sample_shape), num_classes=domain.num_classes
     )
     metrics = domain.evaluate(sample_fn, STEPS, run_dir / "eval")
@@ -294,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     if "flow_matching" not in wanted and not args.no_fm:
         wanted.insert(0, "flow_matching")  # the time reference
     cfg = compose_config(overrides)
-    domain = build_domain(cfg.domain)
+    domain = build_domain(cfg)
     if getattr(domain, "mixture", None) is not None:
         domain.mixture = CachedFlow(domain.mixture)
     work = Path(args.work_dir) / f"{args.domain}_{budget}"

@@ -30,9 +30,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.machine import describe_machine  # noqa: E402
-from domains import build_domain  # noqa: E402
-from shortcutlib.config import compose_config  # noqa: E402
+from shortcutlib.config import as_dict, compose_config  # noqa: E402
 from shortcutlib.inference import make_sample_fn  # noqa: E402
+from shortcutlib.run import build_domain  # noqa: E402
 from shortcutlib.train.loop import build_run, train  # noqa: E402
 
 TASKS = ("reacher", "pointmaze_medium", "pointmaze_large", "cube_single")
@@ -59,7 +59,7 @@ def parse_scales(text: str) -> list[float]:
 def task_overrides(task: str, args: argparse.Namespace) -> list[str]:
     overrides = [
         "domain=robot",
-        f"domain.task={task}",
+        f"task={task}",
         f"domain.rollout.num_episodes={args.episodes}",
         "train.ckpt_every=0",
         "logging.progress=false",
@@ -73,7 +73,7 @@ def expert_success(domain: Any) -> float | None:
     """The scripted expert's success rate over the collected demonstrations (local datasets only)."""
     from domains.robot.domain import MANIFEST, _local_cache_dir
 
-    if str(domain.cfg.source) != "local":
+    if domain.cfg.source != "local":
         return None
     manifest = _local_cache_dir(domain.cfg) / MANIFEST
     return float(json.loads(manifest.read_text())["collect"]["success_rate"])
@@ -97,18 +97,18 @@ def run_task(task: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     start_task = time.perf_counter()
     base_cfg = compose_config(overrides + ["objective=shortcut"])
     start = time.perf_counter()
-    domain = build_domain(base_cfg.domain)  # collects the demonstrations on first use
+    domain = build_domain(base_cfg)  # collects the demonstrations on first use
     data_s = time.perf_counter() - start
     entry: dict[str, Any] = {
         "overrides": overrides,
         "expert_success": expert_success(domain),
         "num_train_episodes": int(domain.train_episodes.num_episodes),
-        "action_noise": float(domain.cfg.get("action_noise") or 0.0),
-        "episodes": int(domain.cfg.rollout.num_episodes),
-        "train": {k: base_cfg.train[k] for k in ("steps", "batch_size", "lr", "schedule", "warmup_steps", "ema_decay")},
-        "model": dict(base_cfg.model),
-        "windows": {k: int(domain.cfg[k]) for k in ("obs_horizon", "horizon", "action_horizon")},
-        "norm": {k: str(domain.cfg[k]) for k in ("obs_norm", "action_norm")},
+        "action_noise": domain.cfg.action_noise,
+        "episodes": domain.cfg.rollout.num_episodes,
+        "train": {k: getattr(base_cfg.train, k) for k in ("steps", "batch_size", "lr", "schedule", "warmup_steps", "ema_decay")},
+        "model": as_dict(base_cfg.model),
+        "windows": {k: getattr(domain.cfg, k) for k in ("obs_horizon", "horizon", "action_horizon")},
+        "norm": {k: getattr(domain.cfg, k) for k in ("obs_norm", "action_norm")},
         "data_s": data_s,
         "methods": {},
     }
@@ -138,7 +138,7 @@ def run_task(task: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
             "eval_s": eval_s,
             "steps_per_sec": out.steps_per_sec,
             "final_loss": final_loss,
-            "objective": dict(cfg.objective),
+            "objective": as_dict(cfg.objective),
         }
         print(f"[{task}] {method}: " + json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in entry["methods"][method].items()}), flush=True)
     entry["wall_s"] = time.perf_counter() - start_task

@@ -28,10 +28,9 @@ def measure(spec: dict) -> dict:
     """In the subprocess: compile, warm up, then time ``steps`` steps."""
     import jax
     import numpy as np
-    from hydra import compose, initialize_config_module
-
-    from domains import build_domain
     from shortcutlib import parallel
+    from shortcutlib.config import compose_config
+    from shortcutlib.run import build_domain
     from shortcutlib.train.loop import build_run, sharded_train_step, state_shardings
 
     overrides = [
@@ -47,13 +46,11 @@ def measure(spec: dict) -> dict:
         f"parallel.fsdp={spec['fsdp']}",
         "parallel.fsdp_min_size=4096",
     ]
-    with initialize_config_module("configs", version_base=None):
-        cfg = compose("config", overrides=overrides)
-    domain = build_domain(cfg.domain)
+    cfg = compose_config(overrides)
+    domain = build_domain(cfg)
     run = build_run(cfg, domain)
-    pcfg = parallel.ParallelConfig.from_cfg(cfg)
-    mesh = parallel.make_mesh(pcfg)
-    shardings = state_shardings(run.state, mesh, pcfg.fsdp_min_size)
+    mesh = parallel.make_mesh(cfg.parallel)
+    shardings = state_shardings(run.state, mesh, cfg.parallel.fsdp_min_size)
     step = sharded_train_step(run, cfg, mesh, shardings)
     state = parallel.place(run.state, shardings)
     host = next(domain.train_data(spec["batch"], 0))

@@ -25,12 +25,12 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.machine import describe_machine  # noqa: E402
 from benchmarks.timing import interleaved_step_times, median_ratio  # noqa: E402
-from domains import build_domain  # noqa: E402
 from domains.vector_eval import metric_vs_steps_plot  # noqa: E402
+from shortcutlib.config import compose_config  # noqa: E402
 from shortcutlib.inference import make_sample_fn  # noqa: E402
+from shortcutlib.run import build_domain  # noqa: E402
 from shortcutlib.train.loop import build_run, encoded_batches, train  # noqa: E402
 from shortcutlib.train.step import make_train_step  # noqa: E402
-from shortcutlib.config import compose_config as make_cfg  # noqa: E402
 
 METHODS = ("shortcut", "flow_matching")
 BUDGETS = [1, 2, 4, 8, 16, 32, 64, 128]
@@ -38,10 +38,10 @@ BUDGETS = [1, 2, 4, 8, 16, 32, 64, 128]
 
 def training_step_times(cfg, domain, runs, states, rounds: int = 7, block_steps: int = 50) -> dict[str, list[float]]:
     steps = {
-        m: jax.jit(make_train_step(runs[m].graphdef, runs[m].objective, runs[m].objective_cfg, runs[m].tx, ema_decay=0.999))
+        m: jax.jit(make_train_step(runs[m].graphdef, runs[m].objective, runs[m].tx, ema_decay=0.999))
         for m in METHODS
     }
-    batches = encoded_batches(domain, int(cfg.train.batch_size), 999, 0)
+    batches = encoded_batches(domain, cfg.train.batch_size, 999, 0)
     times, _ = interleaved_step_times(steps, states, [next(batches) for _ in range(block_steps)], rounds=rounds)
     return times
 
@@ -69,8 +69,8 @@ def main() -> None:
     ]
     results, runs, states, wall = {}, {}, {}, {}
     for method in METHODS:
-        cfg = make_cfg(overrides + [f"objective={method}"] + (args.shortcut_set if method == "shortcut" else []))
-        domain = build_domain(cfg.domain)
+        cfg = compose_config(overrides + [f"objective={method}"] + (args.shortcut_set if method == "shortcut" else []))
+        domain = build_domain(cfg)
         runs[method] = build_run(cfg, domain)
         run_dir = work / f"{method}_{args.dataset}_{args.steps}"
         shutil.rmtree(run_dir, ignore_errors=True)  # a benchmark trains from scratch, never resumes

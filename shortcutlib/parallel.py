@@ -5,7 +5,7 @@ gets ``global_batch / num_devices`` examples); parameters and optimizer state ar
 replicated (``fsdp=1``) or, with ``fsdp>1``, each large array is split along its largest
 axis divisible by the ``fsdp`` size and gathered by XLA where it is used (ZeRO-3 style).
 
-Configuration (``parallel:`` in configs/config.yaml)::
+Configuration (the ``parallel`` group)::
 
     parallel.data=-1 parallel.fsdp=1     # -1: all devices not used by the other axis
     parallel.devices=-1                  # or only the first N devices (one process)
@@ -26,7 +26,7 @@ import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 import jax
 import numpy as np
@@ -39,29 +39,16 @@ DATA, FSDP = "data", "fsdp"
 BATCH_AXES = (DATA, FSDP)
 
 
-@dataclass(frozen=True)
+@dataclass
 class ParallelConfig:
-    data: int = -1
-    fsdp: int = 1
+    data: int = -1  # -1: all devices not used by fsdp
+    fsdp: int = 1  # >1 shards params, EMA and optimizer state over this many devices
     devices: int = -1  # use only the first N devices (-1: all); single-process only
-    fsdp_min_size: int = 2**18
-    distributed: bool = False
-    coordinator_address: str | None = None
-    num_processes: int | None = None
-    process_id: int | None = None
-
-    @classmethod
-    def from_cfg(cls, cfg: Any) -> ParallelConfig:
-        """From the ``parallel`` node of a run config (or its absence: one process, pure data parallelism)."""
-        node = cfg.get("parallel") if cfg is not None else None
-        if node is None:
-            return cls()
-        fields = cls.__dataclass_fields__
-        unknown = sorted(set(node.keys()) - set(fields))
-        if unknown:
-            raise ValueError(f"Unknown parallel option(s) {unknown}. Accepted: {', '.join(fields)}.")
-        values = {k: node[k] for k in node.keys() if node[k] is not None}
-        return cls(**values)
+    fsdp_min_size: int = 2**18  # arrays with fewer elements stay replicated
+    distributed: bool = False  # true: jax.distributed.initialize() from the cluster environment
+    coordinator_address: Optional[str] = None  # host:port; with num_processes and process_id, multi-host without a cluster manager
+    num_processes: Optional[int] = None
+    process_id: Optional[int] = None
 
 
 def fake_cpu_devices_env(n: int, env: dict[str, str] | None = None) -> dict[str, str]:

@@ -1,59 +1,63 @@
-"""Entry point: ``python -m shortcutlib.run [domain=...] [model=...] [objective=...] [mode=train|eval|sample]``.
+"""Entry point: ``python -m shortcutlib.run [domain=...] [model=...] [objective=...] [key=value ...]``.
 
-Every run directory gets ``config.yaml``, ``metrics.jsonl``, ``checkpoints/`` and ``samples/``.
-``mode=eval ckpt=<run dir or checkpoints dir>`` re-evaluates a checkpoint from it alone.
+Every run directory gets ``config.yaml``, ``metrics.jsonl``, ``checkpoints/``, ``loss.png`` and
+``samples/``. ``mode=eval ckpt=<run dir or checkpoints dir>`` re-evaluates a checkpoint from it
+alone; ``--cfg job`` prints the validated configuration and exits. Bad input stops before any
+work with one line on stderr and exit status 2.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import sys
 from pathlib import Path
 from typing import Any
 
-import hydra
 import jax
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
 
-from domains import build_domain
 from shortcutlib.checkpoint import Checkpointer, read_meta
+from shortcutlib.config import ConfigError, RunConfig, compose_config, instantiate, resolve, to_yaml
+from shortcutlib.domain import Domain
 from shortcutlib.inference import make_sample_fn
-from shortcutlib.parallel import ParallelConfig, initialize_distributed
+from shortcutlib.parallel import initialize_distributed
 from shortcutlib.train.logging import MetricsLogger, plot_loss
-from shortcutlib.train.loop import NonFiniteLossError, Run, build_run, restore_domain_state, train
-from shortcutlib.train.phases import is_multi_phase, run_phases
+from shortcutlib.train.loop import NonFiniteLossError, Run, build_run
+from shortcutlib.train.phases import plan_phases, run_phases
 
 log = logging.getLogger("shortcutlib")
 
-MODES = ("train", "eval", "sample")
-CONFIG_GROUPS = ("domain", "model", "objective", "experiment")
+USAGE = """usage: python -m shortcutlib.run [group=option ...] [key=value ...] [--cfg job]
+
+  groups: domain, model, objective, experiment, task (robot presets); see configs/
+  python -m shortcutlib.run domain=toy2d objective=flow_matching train.steps=2000
+  python -m shortcutlib.run mode=eval ckpt=runs/digits/<date>
+  python -m shortcutlib.run --cfg job        # print the validated configuration"""
+
+# Bad input the user can fix: printed as one line, exit status 2.
+USER_ERRORS = (ConfigError, FileNotFoundError, ValueError, NonFiniteLossError, ImportError, KeyError)
 
 
-class UsageError(Exception):
-    """Bad input the user can fix; printed as one line, exit status 2."""
+def build_domain(config: RunConfig) -> Domain:
+    """The configured domain: the one place the core turns a config into one (``_target_``)."""
+    return instantiate(config.domain)
 
 
-def evaluate_and_visualize(cfg: DictConfig, domain: Any, run: Run, params: Any, run_dir: Path, step: int) -> dict[str, float]:
-    """Evaluate EMA weights at every budget in ``eval.steps`` and write pictures for ``eval.visualize_steps``."""
+def evaluate_and_visualize(config: RunConfig, domain: Domain, run: Run, params: Any, run_dir: Path, step: int) -> dict[str, float]:
+    """Evaluate at every budget in ``eval.steps`` and write pictures for ``eval.visualize_steps``."""
     sample_fn = make_sample_fn(
-        run.graphdef,
-        params,
-        run.objective,
-        tuple(domain.sample_shape),
-        cfg_scale=float(cfg.sample.cfg_scale),
-        num_classes=domain.num_classes,
+        run.graphdef, params, run.objective, tuple(domain.sample_shape), cfg_scale=config.sample.cfg_scale, num_classes=domain.num_classes
     )
     samples_dir = run_dir / "samples"
     metrics: dict[str, float] = {}
     lead = jax.process_index() == 0  # every process samples; one writes
-    if cfg.mode in ("train", "eval") and cfg.eval.enabled:
-        metrics = domain.evaluate(sample_fn, list(cfg.eval.steps), samples_dir)
+    if config.mode in ("train", "eval") and config.eval.enabled:
+        metrics = domain.evaluate(sample_fn, list(config.eval.steps), samples_dir)
         MetricsLogger(run_dir, enabled=lead).log(step, metrics, kind="eval")
         log.info("Evaluation at step %d: %s", step, json.dumps({k: round(v, 5) for k, v in metrics.items()}))
     if lead:
-        domain.visualize(sample_fn, list(cfg.eval.visualize_steps), samples_dir)
+        domain.visualize(sample_fn, list(config.eval.visualize_steps), samples_dir)
     return metrics
 
 
@@ -62,91 +66,78 @@ def checkpoint_dir(path: str) -> Path:
     for candidate in (p, p / "checkpoints", p.parent):
         if candidate.is_dir() and any(c.name.isdigit() for c in candidate.iterdir()):
             return candidate
-    raise UsageError(f"No checkpoints found at ckpt={path}: give a run directory or its checkpoints/ folder.")
+    raise ConfigError(f"ckpt={path}: no checkpoints there; give a run directory or its checkpoints/ folder.")
 
 
-def restore_run(cfg: DictConfig) -> tuple[DictConfig, Any, Run, Any, int, Path]:
-    """Rebuild a run from a checkpoint's own config; only eval/sample options come from the command line."""
-    if not cfg.ckpt:
-        raise UsageError(f"mode={cfg.mode} needs ckpt=<run dir or checkpoints dir>.")
-    ckpt_dir = checkpoint_dir(cfg.ckpt)
+def restore_run(config: RunConfig) -> tuple[RunConfig, Domain, Run, Any, int, Path]:
+    """Rebuild a run from a checkpoint's own config; only mode, eval, sample and logging come from the command line."""
+    if not config.ckpt:
+        raise ConfigError(f"mode={config.mode} needs ckpt=<run dir or checkpoints dir>.")
+    ckpt_dir = checkpoint_dir(config.ckpt)
     meta, step = read_meta(ckpt_dir)
-    saved = OmegaConf.create(meta["config"])
-    overrides = {"mode": cfg.mode, "ckpt": cfg.ckpt, "eval": cfg.eval, "sample": cfg.sample, "logging": cfg.logging}
-    merged = OmegaConf.merge(saved, overrides)
-    domain = build_domain(merged.domain)
-    run = build_run(merged, domain)
+    try:
+        saved = resolve(meta["config"])
+    except (ConfigError, KeyError, TypeError) as exc:
+        raise ConfigError(f"the checkpoint in {ckpt_dir} was written by an incompatible version of shortcutlib ({exc}).") from None
+    merged = dataclasses.replace(saved, mode=config.mode, ckpt=config.ckpt, eval=config.eval, sample=config.sample, logging=config.logging)
+    domain = build_domain(merged)
+    run = build_run(merged, domain, plan_phases(merged, domain)[-1].objective)
     state, meta, step = Checkpointer(ckpt_dir, async_save=False).restore(run.state, step)
-    restore_domain_state(domain, meta.get("domain", {}))
+    domain.load_state(meta.get("domain") or {})
     return merged, domain, run, state, step, ckpt_dir.parent
 
 
-def main_impl(cfg: DictConfig, run_dir: Path) -> int:
-    if cfg.mode not in MODES:
-        raise UsageError(f"Unknown mode '{cfg.mode}'. Accepted: {', '.join(MODES)}.")
+def execute(config: RunConfig) -> int:
     # Multi-host start-up must precede anything that touches a device (a domain's codec may).
-    initialize_distributed(ParallelConfig.from_cfg(cfg))
+    initialize_distributed(config.parallel)
     lead = jax.process_index() == 0
-    if cfg.mode == "train":
-        domain = build_domain(cfg.domain)  # first: bad paths fail before anything is written
+    if config.mode == "train":
+        domain = build_domain(config)  # first: bad paths fail before anything is written
+        run_dir = Path(config.out_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         if lead:
-            (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-        # Methods with an objective.teacher block train the teacher first (run_dir/teacher), then the student here.
-        result = run_phases(cfg, domain, run_dir).result if is_multi_phase(cfg) else train(cfg, domain, run_dir)
+            (run_dir / "config.yaml").write_text(to_yaml(config))
+        result = run_phases(config, domain, run_dir).result
         if result.preempted:
             log.warning("Stopped at step %d; rerun with out_dir=%s to resume.", int(result.state.step), run_dir)
             return 0
         if lead:
             plot_loss(run_dir / "metrics.jsonl", run_dir / "loss.png")
-        evaluate_and_visualize(cfg, domain, result.run, result.state.ema_params, run_dir, int(result.state.step))
+        params = result.state.ema_params if config.eval.ema else result.state.params
+        evaluate_and_visualize(config, domain, result.run, params, run_dir, int(result.state.step))
         log.info("Run directory: %s", run_dir)
         return 0
-    cfg, domain, run, state, step, source_dir = restore_run(cfg)
-    out = source_dir / f"{cfg.mode}_step{step}"
+    config, domain, run, state, step, source_dir = restore_run(config)
+    out = source_dir / f"{config.mode}_step{step}"
     out.mkdir(parents=True, exist_ok=True)
-    evaluate_and_visualize(cfg, domain, run, state.ema_params, out, step)
+    evaluate_and_visualize(config, domain, run, state.ema_params if config.eval.ema else state.params, out, step)
     log.info("Wrote %s", out)
     return 0
 
 
-def check_group_choices(argv: list[str]) -> str | None:
-    """One clear line for an unknown group choice (``domain=nope``), before Hydra's longer report."""
-    import configs
-
-    root = Path(configs.__file__).parent
-    for arg in argv:
-        key, sep, value = arg.lstrip("+~").partition("=")
-        if sep and key in CONFIG_GROUPS and value not in ("", "null"):
-            choices = sorted(p.stem for p in (root / key).glob("*.yaml"))
-            if value not in choices:
-                return f"unknown {key} '{value}'. Accepted: {', '.join(choices)}."
-    return None
-
-
-@hydra.main(version_base=None, config_path="pkg://configs", config_name="config")
-def main(cfg: DictConfig) -> None:
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
-    for noisy in ("absl", "jax"):  # orbax logs every save step, jax its backend search, at INFO
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "-h" in args or "--help" in args:
+        print(USAGE)
+        return 0
+    show = "--cfg" in args
+    if show:
+        at = args.index("--cfg")
+        del args[at : at + 2]
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s", force=True)
+    for noisy in ("absl", "jax", "orbax"):  # orbax logs every save step, jax its backend search, at INFO
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
-        code = main_impl(cfg, run_dir)
-    except (UsageError, FileNotFoundError, ValueError, NonFiniteLossError, ImportError) as exc:
-        print(f"shortcutlib: error: {exc}", file=sys.stderr)
-        code = 2
-    if code or cfg.mode != "train":
-        # Hydra creates the run directory up front; drop it when this call left nothing in it.
-        try:
-            run_dir.rmdir()
-        except OSError:
-            pass
-    if code:
-        sys.exit(code)
+        config = compose_config(args)
+        if show:
+            print(to_yaml(config), end="")
+            return 0
+        return execute(config)
+    except USER_ERRORS as exc:
+        message = " ".join(str(exc).split()) if not isinstance(exc, KeyError) else str(exc.args[0] if exc.args else exc)
+        print(f"shortcutlib: error: {message}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
-    problem = check_group_choices(sys.argv[1:])
-    if problem:
-        print(f"shortcutlib: error: {problem}", file=sys.stderr)
-        sys.exit(2)
-    main()
+    sys.exit(main())

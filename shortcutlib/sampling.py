@@ -1,48 +1,57 @@
-"""Euler sampling over a step budget, classifier-free guidance and noise interpolation."""
+"""One Euler loop over a step budget, and noise interpolation.
+
+Sampling with ``n`` steps integrates from t = 0 (noise) to t = 1 (data) in ``n`` Euler steps of
+size ``1/n`` at times ``i/n``. What each step feeds the model, its ``d`` and its guidance scale,
+is the objective's business (``Objective.sample_plan``): a model of step sizes is queried at its
+step size, a model of the instantaneous velocity at ``d = 0``, a model of the jump to the data at
+``d = 1 - t``.
+"""
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-from shortcutlib.objectives.common import VelocityFn, guided_velocity
+from shortcutlib.objectives.base import SamplePlan
+from shortcutlib.velocity import VelocityFn, guided_velocity
 
 
 def euler_sample(
     model: VelocityFn,
     x0: jax.Array,
-    num_steps: int,
+    plan: SamplePlan,
     cond: Any = None,
     *,
-    cfg_scale: float = 1.0,
     num_classes: int = 0,
-    condition_on_d: bool = True,
     return_trajectory: bool = False,
 ) -> jax.Array | tuple[jax.Array, jax.Array]:
-    """Integrate from t = 0 (noise x0) to t = 1 (data) in ``num_steps`` steps of size d = 1/n.
-
-    A shortcut model is queried at its step size d = 1/n; a flow-matching model
-    (``condition_on_d=False``) at d = 0, i.e. plain Euler on the instantaneous velocity.
-    With ``return_trajectory`` also returns the states after each step, (n + 1, *x0.shape).
-    """
-    if num_steps < 1:
-        raise ValueError(f"num_steps must be >= 1, got {num_steps}.")
+    """``plan.num_steps`` Euler steps from ``x0``; with ``return_trajectory`` also the states after
+    each step, (n + 1, *x0.shape). Steps that share a guidance scale run as one ``lax.scan``."""
+    n = plan.num_steps
     b = x0.shape[0]
-    step = 1.0 / num_steps
-    d = jnp.full((b,), step if condition_on_d else 0.0, x0.dtype)
+    step = 1.0 / n
+    x, path, first = x0, [x0[None]], 0
+    for scale, run in itertools.groupby(plan.cfg_scale):
+        count = len(list(run))
+        index = jnp.arange(first, first + count, dtype=x0.dtype)
+        sizes = jnp.asarray(plan.d[first : first + count], x0.dtype)
 
-    def body(x: jax.Array, i: jax.Array) -> tuple[jax.Array, jax.Array]:
-        t = jnp.full((b,), i * step, x0.dtype)
-        v = guided_velocity(model, x, t, d, cond, cfg_scale, num_classes)
-        x_next = x + step * v
-        return x_next, x_next
+        def body(x: jax.Array, inputs: tuple[jax.Array, jax.Array], scale: float = scale) -> tuple[jax.Array, jax.Array]:
+            i, d = inputs
+            t = jnp.full((b,), i * step, x0.dtype)
+            v = guided_velocity(model, x, t, jnp.full((b,), d, x0.dtype), cond, scale, num_classes)
+            x_next = x + step * v
+            return x_next, x_next
 
-    x1, path = jax.lax.scan(body, x0, jnp.arange(num_steps, dtype=x0.dtype))
+        x, states = jax.lax.scan(body, x, (index, sizes))
+        path.append(states)
+        first += count
     if return_trajectory:
-        return x1, jnp.concatenate([x0[None], path])
-    return x1
+        return x, jnp.concatenate(path)
+    return x
 
 
 def slerp(z0: jax.Array, z1: jax.Array, alpha: jax.Array | float) -> jax.Array:

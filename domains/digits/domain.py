@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import jax
 import numpy as np
 from flax import nnx
 
-from domains.base import Batch, IdentityCodec, SampleFn, infinite_batches
 from domains.digits.features import DigitFeatures
 from domains.vector_eval import metric_vs_steps_plot
+from shortcutlib.config import require
+from shortcutlib.domain import Batch, DomainConfig, IdentityCodec, SampleFn, infinite_batches
 from shortcutlib.nn.factory import build_backbone
 
 
@@ -39,16 +41,32 @@ def image_grid(images: np.ndarray, nrow: int, pad: int = 1) -> np.ndarray:
     return out[..., 0] if c == 1 else out
 
 
+@dataclass
+class DigitsConfig(DomainConfig):
+    name: str = "digits"
+    conditional: bool = True  # class-conditional (labels 0..9, 10 the null token)
+    val_fraction: float = 0.2  # held-out digits, a fixed stratified split
+    eval_samples: int = 1000  # samples per budget for the Fréchet distance
+    cache_dir: Optional[str] = "~/.cache/shortcutlib"  # the digit classifier is cached here
+
+    def __post_init__(self) -> None:
+        require(0.0 < self.val_fraction < 1.0, "val_fraction", self.val_fraction, "must be in (0, 1).")
+        require(self.eval_samples >= 2, "eval_samples", self.eval_samples, "must be at least 2.")
+
+
 class DigitsDomain:
-    def __init__(self, cfg: Any):
-        self.name = "digits"
-        self.conditional = bool(cfg.get("conditional", True))
+    Config = DigitsConfig
+
+    def __init__(self, config: DigitsConfig | None = None):
+        config = config or DigitsConfig()
+        self.name = config.name
+        self.conditional = config.conditional
         self.num_classes = 10 if self.conditional else 0
-        self.x_train, self.x_val, self.y_train, self.y_val = load_digits_split(float(cfg.get("val_fraction", 0.2)))
+        self.x_train, self.x_val, self.y_train, self.y_val = load_digits_split(config.val_fraction)
         self.sample_shape = (8, 8, 1)
         self.codec = IdentityCodec()
-        self.eval_samples = int(cfg.get("eval_samples", 1000))
-        self.cache_dir = cfg.get("cache_dir")
+        self.eval_samples = config.eval_samples
+        self.cache_dir = config.cache_dir
         self._features: DigitFeatures | None = None
 
     @property
@@ -66,8 +84,8 @@ class DigitsDomain:
     def eval_data(self, batch_size: int, seed: int) -> Iterator[Batch]:
         return infinite_batches({"x": self.x_val, "cond": self._cond(self.y_val)}, batch_size, seed)
 
-    def make_backbone(self, model_cfg: Any, rngs: nnx.Rngs) -> nnx.Module:
-        return build_backbone(model_cfg, data_shape=self.sample_shape, num_classes=self.num_classes, rngs=rngs)
+    def make_backbone(self, model_config: Any, rngs: nnx.Rngs) -> nnx.Module:
+        return build_backbone(model_config, data_shape=self.sample_shape, num_classes=self.num_classes, rngs=rngs)
 
     def sample_cond(self, num_samples: int, seed: int) -> np.ndarray | None:
         """Labels in equal proportions (0, 1, ..., 9, 0, 1, ...)."""

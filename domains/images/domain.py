@@ -15,25 +15,23 @@ to see images. ``cond`` is int32 class labels (``num_classes`` is the null token
 
 Reference statistics for FID (the paper uses the whole training set):
 
-    python -m domains.images.domain ref-stats --source imagenet --data-dir D --weights W --out imagenet_train.npz
+    python -m domains.images.ref_stats --source imagenet --data-dir D --weights W --out imagenet_train.npz
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
-import sys
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from domains.base import Batch, SampleFn
 from domains.images import grids
 from domains.images.latents import LatentSource
 from domains.images.preprocess import to_model_range, to_uint8
@@ -50,6 +48,8 @@ from domains.images.sources import (
     ordered_batches,
     process_shard,
 )
+from shortcutlib.config import require, require_choice
+from shortcutlib.domain import Batch, DomainConfig, SampleFn
 
 log = logging.getLogger(__name__)
 
@@ -58,11 +58,46 @@ log = logging.getLogger(__name__)
 IMAGENET_VIS_CLASSES = (207, 360, 387, 974, 88, 979, 417, 279)
 
 
-def _get(cfg: Any, key: str, default: Any = None) -> Any:
-    if cfg is None:
-        return default
-    value = cfg.get(key, default) if hasattr(cfg, "get") else getattr(cfg, key, default)
-    return default if value is None else value
+@dataclass
+class FidConfig:
+    weights: Optional[str] = None  # pytorch-fid pt_inception-2015-12-05-6726825d.pth (or its .npz)
+    ref_stats: Optional[str] = None  # .npz (mu, sigma): python -m domains.images.ref_stats ...
+    num_samples: int = 50000  # FID-50k
+    batch_size: int = 256  # samples drawn per sampler call
+    inception_batch_size: int = 200
+    seed: int = 0
+
+
+@dataclass
+class VisConfig:
+    num_samples: int = 8  # columns of the per-budget grid and the class grids
+    seed: int = 0
+    classes: Optional[list[int]] = None  # null: the DiT paper's classes on ImageNet, else the first 8
+    interpolation_points: int = 8
+
+
+@dataclass
+class ImageConfig(DomainConfig):
+    name: str = "imagenet"
+    source: str = "imagenet"  # imagenet | celebahq | image_folder
+    data_dir: Optional[str] = None  # TFDS data_dir, or the image folder
+    manual_dir: Optional[str] = None  # TFDS manual files (only named in the preparation hint)
+    latents_dir: Optional[str] = None  # pre-encoded latents (python -m domains.images.latents ...); null: encode on the fly
+    eval_latents_dir: Optional[str] = None  # latents of the held-out split for eval_data (null: the training latents)
+    vae_path: Optional[str] = None  # sd-vae-ft-mse folder: config.json + diffusion_pytorch_model.safetensors
+    vae_batch_size: int = 32  # VAE encode/decode chunk (device memory)
+    image_size: int = 256  # ADM centre crop
+    latent_shape: list[int] = field(default_factory=lambda: [32, 32, 4])  # model space: image_size / 8, 4 channels
+    num_classes: Optional[int] = None  # null: what the data have; 0 trains an unconditional model on labelled data
+    cfg_scale: float = 1.0  # the guidance scale experiments pass to sampling and to the objective
+    flip: bool = True  # random horizontal flips
+    num_workers: int = 8  # image decoding threads per process
+    fid: FidConfig = field(default_factory=FidConfig)
+    vis: VisConfig = field(default_factory=VisConfig)
+
+    def __post_init__(self) -> None:
+        require_choice("source", self.source, SOURCES)
+        require(len(self.latent_shape) == 3, "latent_shape", self.latent_shape, "must be [height, width, channels].")
 
 
 class ImageCodec:
@@ -101,33 +136,31 @@ class ImageCodec:
 
 
 class ImageDomain:
-    def __init__(self, cfg: Any, *, vae: Any = None):
-        self.cfg = cfg
-        self.name = str(_get(cfg, "name"))
-        self.source = str(_get(cfg, "source", self.name))
-        if self.source not in SOURCES:
-            raise ValueError(f"domain.source={self.source!r} is not one of {SOURCES}.")
-        self.data_dir = _get(cfg, "data_dir")
-        self.manual_dir = _get(cfg, "manual_dir")
-        self.latents_dir = _get(cfg, "latents_dir")
-        self.eval_latents_dir = _get(cfg, "eval_latents_dir")
-        self.image_size = int(_get(cfg, "image_size", 256))
-        self.sample_shape = tuple(int(s) for s in _get(cfg, "latent_shape", (32, 32, 4)))
-        self.flip = bool(_get(cfg, "flip", True))
-        self.num_workers = int(_get(cfg, "num_workers", 8))
-        self.fid_cfg = _get(cfg, "fid", {})
-        self.vis_cfg = _get(cfg, "vis", {})
+    Config = ImageConfig
+
+    def __init__(self, config: ImageConfig, *, vae: Any = None):
+        self.config = config
+        self.name = config.name
+        self.source = config.source
+        self.data_dir = config.data_dir
+        self.manual_dir = config.manual_dir
+        self.latents_dir = config.latents_dir
+        self.eval_latents_dir = config.eval_latents_dir
+        self.image_size = config.image_size
+        self.sample_shape = tuple(int(s) for s in config.latent_shape)
+        self.flip = config.flip
+        self.num_workers = config.num_workers
+        self.fid_cfg = config.fid
+        self.vis_cfg = config.vis
         self.classes: list[str] | None = None
         self._features: Any = None  # FID Inception, loaded on first evaluation
         self._latent_sources: dict[str, LatentSource] = {}
-        self.num_classes = self._resolve_num_classes(_get(cfg, "num_classes"))
-        self.codec = ImageCodec(
-            _get(cfg, "vae_path"), pre_encoded=bool(self.latents_dir), chunk_size=int(_get(cfg, "vae_batch_size", 32)), vae=vae
-        )
+        self.num_classes = self._resolve_num_classes(config.num_classes)
+        self.codec = ImageCodec(config.vae_path, pre_encoded=bool(self.latents_dir), chunk_size=config.vae_batch_size, vae=vae)
         if not self.latents_dir:
             self._open("train")  # fail now, with instructions, if the data are missing
         for key in ("weights", "ref_stats"):
-            if not _get(self.fid_cfg, key):
+            if not getattr(self.fid_cfg, key):
                 log.warning("domain.fid.%s is not set: evaluation (FID) will fail; visualisation works.", key)
 
     def _latent_source(self, directory: str) -> LatentSource:
@@ -201,10 +234,10 @@ class ImageDomain:
 
     # ------------------------------------------------------------------ model
 
-    def make_backbone(self, model_cfg: Any, rngs: nnx.Rngs) -> nnx.Module:
+    def make_backbone(self, model_config: Any, rngs: nnx.Rngs) -> nnx.Module:
         from shortcutlib.nn.factory import build_backbone
 
-        return build_backbone(model_cfg, data_shape=self.sample_shape, num_classes=self.num_classes, rngs=rngs)
+        return build_backbone(model_config, data_shape=self.sample_shape, num_classes=self.num_classes, rngs=rngs)
 
     def sample_cond(self, num_samples: int, seed: int) -> np.ndarray | None:
         """Uniformly random class labels (the ADM/DiT FID protocol), or None when unconditional."""
@@ -232,7 +265,7 @@ class ImageDomain:
         """FID-N (``fid.num_samples``) at every step budget against ``fid.ref_stats``; writes the FID-vs-steps plot."""
         from shortcutlib.metrics.fid import InceptionFeatures, compute_statistics, frechet_distance, load_statistics
 
-        weights, ref_stats = _get(self.fid_cfg, "weights"), _get(self.fid_cfg, "ref_stats")
+        weights, ref_stats = self.fid_cfg.weights, self.fid_cfg.ref_stats
         if not weights or not Path(weights).expanduser().is_file():
             raise FileNotFoundError(
                 f"FID needs the Inception weights: set domain.fid.weights (now {weights!r}) to pytorch-fid's "
@@ -242,16 +275,13 @@ class ImageDomain:
         if not ref_stats or not Path(ref_stats).expanduser().is_file():
             raise FileNotFoundError(
                 f"FID needs reference statistics: set domain.fid.ref_stats (now {ref_stats!r}); write them with "
-                f"python -m domains.images.domain ref-stats --source {self.source} --data-dir <data_dir> "
+                f"python -m domains.images.ref_stats --source {self.source} --data-dir <data_dir> "
                 f"--weights {weights} --out <stats.npz>"
             )
-        num = int(_get(self.fid_cfg, "num_samples", 50000))
-        batch = int(_get(self.fid_cfg, "batch_size", 256))
-        seed = int(_get(self.fid_cfg, "seed", 0))
+        num, batch, seed = self.fid_cfg.num_samples, self.fid_cfg.batch_size, self.fid_cfg.seed
         mu_ref, sigma_ref = load_statistics(Path(ref_stats).expanduser())
         if self._features is None:  # loaded once, reused by later evaluations
-            inception_batch = int(_get(self.fid_cfg, "inception_batch_size", 50))
-            self._features = InceptionFeatures(str(Path(weights).expanduser()), batch_size=inception_batch)
+            self._features = InceptionFeatures(str(Path(weights).expanduser()), batch_size=self.fid_cfg.inception_batch_size)
         features = self._features
         metrics: dict[str, float] = {}
         for n in steps:
@@ -275,12 +305,10 @@ class ImageDomain:
 
         out_dir = Path(out_dir)
         steps = sorted(int(n) for n in steps)
-        k = int(_get(self.vis_cfg, "num_samples", 8))
-        num_interp = int(_get(self.vis_cfg, "interpolation_points", 8))
-        seed = int(_get(self.vis_cfg, "seed", 0))
+        k, num_interp, seed = self.vis_cfg.num_samples, self.vis_cfg.interpolation_points, self.vis_cfg.seed
         key = jax.random.key(seed)
         default_classes = IMAGENET_VIS_CLASSES if self.num_classes == 1000 else range(min(self.num_classes, 8))
-        configured = _get(self.vis_cfg, "classes")
+        configured = self.vis_cfg.classes
         classes = [int(c) for c in (default_classes if configured is None else configured) if 0 <= int(c) < self.num_classes]
 
         grid_noise = jax.random.normal(jax.random.fold_in(key, 0), (k, *self.sample_shape))
@@ -313,58 +341,3 @@ class ImageDomain:
     def load_state(self, state: dict[str, Any]) -> None:
         if state.get("classes"):
             self.classes = list(state["classes"])
-
-
-# ---------------------------------------------------------------------- CLI
-
-
-def ref_stats_main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m domains.images.domain ref-stats",
-        description="FID reference statistics of a dataset's centre crops (no flips).",
-    )
-    parser.add_argument("--source", required=True, choices=list(SOURCES))
-    parser.add_argument("--data-dir", required=True)
-    parser.add_argument("--manual-dir", default=None)
-    parser.add_argument("--weights", required=True, help="pytorch-fid Inception weights (.pth or .npz)")
-    parser.add_argument("--out", required=True, help="output .npz with mu and sigma")
-    parser.add_argument("--split", default="train", choices=["train", "eval"])
-    parser.add_argument("--image-size", type=int, default=256)
-    parser.add_argument("--num-samples", type=int, default=None, help="first N examples (default: all)")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--num-workers", type=int, default=8)
-    args = parser.parse_args(argv)
-    from shortcutlib.metrics.fid import compute_statistics, save_statistics
-
-    cfg = {
-        "name": args.source,
-        "source": args.source,
-        "data_dir": args.data_dir,
-        "manual_dir": args.manual_dir,
-        "image_size": args.image_size,
-        "num_workers": args.num_workers,
-        "fid": {"weights": args.weights, "ref_stats": args.out},
-    }
-    try:
-        domain = ImageDomain(cfg)
-        images = domain.reference_images(args.split, args.batch_size, args.num_samples)
-        mu, sigma = compute_statistics(images, args.weights, batch_size=args.batch_size)
-    except FileNotFoundError as e:  # DataMissingError included
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    save_statistics(args.out, mu, sigma)
-    print(f"wrote {args.out}")
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] != "ref-stats":
-        print("usage: python -m domains.images.domain ref-stats --source ... --data-dir ... --weights ... --out ...", file=sys.stderr)
-        return 2
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    return ref_stats_main(argv[1:])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

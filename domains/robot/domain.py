@@ -4,8 +4,8 @@ Data space is raw action chunks (H, A); the codec is the min/max action normalis
 space is [-1, 1] per action dimension. The condition is the observation history (To,
 obs_dim), normalised by the domain itself (the core never sees raw observations). Both
 normalisers are fitted on the training split and travel with the checkpoint through
-``state()``/``load_state()``. The configuration is the ``domain`` node of
-``configs/domain/robot.yaml``; any keys given to the constructor override it.
+``state()``/``load_state()``. Task presets (windows, demonstration counts, training steps) are
+the ``task`` config group: ``python -m shortcutlib.run domain=robot task=cube_single``.
 """
 
 from __future__ import annotations
@@ -16,23 +16,22 @@ import logging
 import os
 import shutil
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import jax
 import numpy as np
 from flax import nnx
-from omegaconf import DictConfig, OmegaConf
 
-import configs
-from domains.base import Batch, SampleFn, infinite_batches
 from domains.robot.chunking import window_indices
 from domains.robot.datasets import Episodes, read_d4rl_hdf5, read_minari, read_ogbench_npz, split_episodes
 from domains.robot.normalize import Normalizer
+from shortcutlib.config import require, require_choice
+from shortcutlib.domain import Batch, DomainConfig, SampleFn, infinite_batches
 
 log = logging.getLogger(__name__)
 
-DEFAULTS_FILE = Path(configs.__file__).parent / "domain" / "robot.yaml"
 SOURCES = ("local", "minari", "hdf5", "ogbench_npz")
 MANIFEST = "dataset.json"
 
@@ -47,34 +46,80 @@ ROLLOUT_METRICS = {
 Policy = Callable[[np.ndarray], np.ndarray]
 
 
-def load_config(cfg: Mapping[str, Any] | DictConfig | None = None) -> DictConfig:
-    """``configs/domain/robot.yaml`` with ``cfg`` merged over it, null keys filled from the task preset."""
-    merged = OmegaConf.merge(OmegaConf.load(DEFAULTS_FILE).domain, cfg or {})
-    if merged.source not in SOURCES:
-        raise ValueError(f"domain.source must be one of {SOURCES}, got {merged.source!r}.")
-    preset = merged.presets.get(merged.task) or {}
-    if merged.num_demos is None and merged.source == "local":
-        merged.num_demos = preset.get("num_demos", 100)
-    if merged.dataset_id is None:
-        merged.dataset_id = preset.get("dataset_id")
-    if merged.action_noise is None:  # only local collection executes the expert
-        merged.action_noise = preset.get("action_noise", 0.0) if merged.source == "local" else 0.0
-    if merged.rollout.num_episodes is None:
-        merged.rollout.num_episodes = preset.get("rollout_episodes", 50)
-    if merged.horizon is None:
-        merged.horizon = preset.get("horizon", 16)
-    if merged.action_horizon is None:
-        merged.action_horizon = preset.get("action_horizon", 4)
-    return merged
+@dataclass
+class RolloutConfig:
+    """Closed-loop evaluation at every budget of ``eval.steps``."""
+
+    num_episodes: int = 50
+    num_envs: int = 10  # environments stepped in lockstep, one policy call for all
+    seed: int = 0  # rollouts draw reset seeds from another stream than collection
+    sample_seed: int = 0
+    noise_scale: float = 1.0  # initial noise x0 times this: 1 samples the learned policy, 0 is deterministic
+    clip_actions: bool = True  # clip model-space samples to [-1, 1] before decoding (minmax actions)
+    video: bool = False  # first episode of the 1-step policy -> <samples>/videos/<task>_1step.<format>
+    video_format: str = "gif"  # gif | mp4 (mp4 needs imageio-ffmpeg)
+
+    def __post_init__(self) -> None:
+        require(self.num_episodes >= 1, "rollout.num_episodes", self.num_episodes, "must be at least 1.")
+        require(self.num_envs >= 1, "rollout.num_envs", self.num_envs, "must be at least 1.")
+        require(self.noise_scale >= 0, "rollout.noise_scale", self.noise_scale, "must be >= 0; 1 samples, 0 is deterministic.")
+        require_choice("rollout.video_format", self.video_format, ("gif", "mp4"))
+
+
+@dataclass
+class VisualizeConfig:
+    num_obs: int = 4  # validation observations shown
+    num_samples: int = 8  # sampled chunks per observation
+
+
+@dataclass
+class RobotConfig(DomainConfig):
+    name: str = "robot"
+    task: str = "reacher"  # see domains.robot.tasks.TASKS; presets: the task config group
+    # Where the demonstrations come from.
+    source: str = "local"  # local | minari | hdf5 | ogbench_npz
+    path: Optional[str] = None  # hdf5/ogbench_npz: the file; minari: the datasets root (else $MINARI_DATASETS_PATH)
+    dataset_id: Optional[str] = None  # minari: dataset id, e.g. D4RL/pointmaze/large-v2
+    obs_keys: Optional[list[str]] = None  # dict observations: keys concatenated in order (null: observation, desired_goal)
+    extra_obs: list[str] = field(default_factory=list)  # hdf5: datasets appended to observations, e.g. [infos/goal]
+    data_dir: str = "~/.cache/shortcutlib/robot"  # source=local: collected here once, then reused
+    num_demos: Optional[int] = None  # local: episodes to collect (null: 100); others: the first n (null: all)
+    collect_seed: int = 0
+    action_noise: float = 0.0  # local: std of noise added to the executed expert actions, the recorded ones
+    # stay the expert's (DART): demonstrations then show recoveries
+    expert: dict[str, Any] = field(default_factory=dict)  # local: keyword arguments for the task's expert
+    # Windows: observation history To, chunk H predicted, the first action_horizon executed.
+    obs_horizon: int = 2
+    horizon: int = 16
+    action_horizon: int = 4
+    val_fraction: float = 0.1  # whole episodes held out (sample_cond, eval_data, visualize)
+    split_seed: int = 0
+    obs_norm: str = "meanstd"  # meanstd | minmax | identity, fitted on the training split
+    action_norm: str = "meanstd"  # meanstd | minmax; meanstd gives model space unit variance (expert actions are
+    # mostly tiny, so minmax would leave them a small fraction of the noise scale)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    visualize: VisualizeConfig = field(default_factory=VisualizeConfig)
+
+    def __post_init__(self) -> None:
+        require_choice("source", self.source, SOURCES)
+        require_choice("obs_norm", self.obs_norm, ("meanstd", "minmax", "identity"))
+        require_choice("action_norm", self.action_norm, ("meanstd", "minmax"))
+        require(self.obs_horizon >= 1, "obs_horizon", self.obs_horizon, "must be at least 1.")
+        require(1 <= self.action_horizon <= self.horizon, "action_horizon", self.action_horizon, f"must be in [1, horizon={self.horizon}].")
+        require(self.num_demos is None or self.num_demos >= 1, "num_demos", self.num_demos, "must be at least 1 (null: all).")
+        require(self.action_noise >= 0, "action_noise", self.action_noise, "must be >= 0.")
+
+    @property
+    def demos_to_collect(self) -> int:
+        return 100 if self.num_demos is None else self.num_demos
 
 
 # --- where the episodes come from ----------------------------------------------------------
-def _local_cache_dir(cfg: DictConfig) -> Path:
-    expert = OmegaConf.to_container(cfg.expert, resolve=True) or {}
-    tag = "".join(f"-{k}={v}" for k, v in sorted(expert.items()))
-    if float(cfg.action_noise) > 0:
-        tag += f"-noise={float(cfg.action_noise):g}"
-    return Path(str(cfg.data_dir)).expanduser() / f"{cfg.task}-n{cfg.num_demos}-s{cfg.collect_seed}{tag}"
+def _local_cache_dir(cfg: RobotConfig) -> Path:
+    tag = "".join(f"-{k}={v}" for k, v in sorted(cfg.expert.items()))
+    if cfg.action_noise > 0:
+        tag += f"-noise={cfg.action_noise:g}"
+    return Path(cfg.data_dir).expanduser() / f"{cfg.task}-n{cfg.demos_to_collect}-s{cfg.collect_seed}{tag}"
 
 
 def _relative(value: Any, folder: Path) -> Any:
@@ -87,7 +132,7 @@ def _relative(value: Any, folder: Path) -> Any:
         return str(value)
 
 
-def collect_local(cfg: DictConfig) -> Path:
+def collect_local(cfg: RobotConfig) -> Path:
     """Collect expert demonstrations once into the cache folder; returns the HDF5 file.
 
     Collection writes into a temporary sibling folder that is renamed when complete, so an
@@ -102,11 +147,8 @@ def collect_local(cfg: DictConfig) -> Path:
     tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    log.info("Collecting %d %s demonstrations into %s (once; later runs reuse them).", cfg.num_demos, cfg.task, folder)
-    expert = OmegaConf.to_container(cfg.expert, resolve=True) or {}
-    result = collect(
-        str(cfg.task), int(cfg.num_demos), tmp, seed=int(cfg.collect_seed), action_noise=float(cfg.action_noise), **expert
-    )
+    log.info("Collecting %d %s demonstrations into %s (once; later runs reuse them).", cfg.demos_to_collect, cfg.task, folder)
+    result = collect(cfg.task, cfg.demos_to_collect, tmp, seed=cfg.collect_seed, action_noise=cfg.action_noise, **cfg.expert)
     info = {k: _relative(v, tmp) for k, v in dict(result).items()}
     manifest_data = {"hdf5": _relative(Path(result["hdf5"]), tmp), "collect": info}
     (tmp / MANIFEST).write_text(json.dumps(manifest_data, indent=1, default=str))
@@ -117,20 +159,19 @@ def collect_local(cfg: DictConfig) -> Path:
     return folder / json.loads(manifest.read_text())["hdf5"]
 
 
-def load_episodes(cfg: DictConfig) -> Episodes:
+def load_episodes(cfg: RobotConfig) -> Episodes:
     """The episodes ``cfg.source`` names (collecting them first for ``source=local``)."""
-    obs_keys = None if cfg.obs_keys is None else list(cfg.obs_keys)
-    limit = None if cfg.num_demos is None else int(cfg.num_demos)
+    obs_keys, limit = cfg.obs_keys, cfg.num_demos
     if cfg.source == "local":
-        return read_d4rl_hdf5(collect_local(cfg), obs_keys=obs_keys, max_episodes=limit)
+        return read_d4rl_hdf5(collect_local(cfg), obs_keys=obs_keys, max_episodes=cfg.demos_to_collect)
     if cfg.source == "minari":
         if not cfg.dataset_id:
-            raise ValueError(f"source=minari needs domain.dataset_id (no preset for task {cfg.task!r}).")
-        return read_minari(str(cfg.dataset_id), cfg.path, obs_keys=obs_keys, max_episodes=limit)
+            raise ValueError(f"source=minari needs domain.dataset_id (the task preset for {cfg.task!r} names none).")
+        return read_minari(cfg.dataset_id, cfg.path, obs_keys=obs_keys, max_episodes=limit)
     if cfg.path is None:
         raise ValueError(f"source={cfg.source} needs domain.path, the dataset file.")
     if cfg.source == "hdf5":
-        return read_d4rl_hdf5(cfg.path, obs_keys=obs_keys, extra_obs=list(cfg.extra_obs), max_episodes=limit)
+        return read_d4rl_hdf5(cfg.path, obs_keys=obs_keys, extra_obs=cfg.extra_obs, max_episodes=limit)
     return read_ogbench_npz(cfg.path, max_episodes=limit)
 
 
@@ -138,26 +179,24 @@ def load_episodes(cfg: DictConfig) -> Episodes:
 class RobotDomain:
     """Observation history -> action chunk, from offline or locally collected demonstrations."""
 
-    name = "robot"
+    Config = RobotConfig
+    requires = ("gymnasium", "mujoco", "gymnasium_robotics", "ogbench", "h5py")  # the robot extra
     num_classes = 0
 
-    def __init__(self, cfg: Mapping[str, Any] | DictConfig | None = None, episodes: Episodes | None = None):
-        self.cfg = load_config(cfg)
-        self.task = str(self.cfg.task)
-        self.obs_horizon = int(self.cfg.obs_horizon)
-        self.horizon = int(self.cfg.horizon)
-        self.action_horizon = int(self.cfg.action_horizon)
-        if not 1 <= self.action_horizon <= self.horizon:
-            raise ValueError(f"action_horizon ({self.action_horizon}) must be in [1, horizon={self.horizon}].")
+    def __init__(self, config: RobotConfig | None = None, episodes: Episodes | None = None):
+        self.cfg = config or RobotConfig()
+        self.name = self.cfg.name
+        self.task = self.cfg.task
+        self.obs_horizon = self.cfg.obs_horizon
+        self.horizon = self.cfg.horizon
+        self.action_horizon = self.cfg.action_horizon
         episodes = episodes if episodes is not None else load_episodes(self.cfg)
-        self.train_episodes, self.val_episodes = split_episodes(
-            episodes, float(self.cfg.val_fraction), int(self.cfg.split_seed)
-        )
+        self.train_episodes, self.val_episodes = split_episodes(episodes, self.cfg.val_fraction, self.cfg.split_seed)
         self.obs_dim = episodes.obs_dim
         self.action_dim = episodes.action_dim
         self.sample_shape = (self.horizon, self.action_dim)
-        self.obs_normalizer = Normalizer.fit(self.train_episodes.observations, str(self.cfg.obs_norm))
-        self.action_normalizer = Normalizer.fit(self.train_episodes.actions, str(self.cfg.action_norm))
+        self.obs_normalizer = Normalizer.fit(self.train_episodes.observations, self.cfg.obs_norm)
+        self.action_normalizer = Normalizer.fit(self.train_episodes.actions, self.cfg.action_norm)
         self._train_idx = window_indices(self.train_episodes, self.obs_horizon, self.horizon)
         # Without a validation split (val_fraction=0) the held-out views fall back to training data.
         self._held_out = self.val_episodes if self.val_episodes is not None else self.train_episodes
@@ -225,11 +264,11 @@ class RobotDomain:
         rows = np.random.default_rng(seed).choice(n, num_samples, replace=num_samples > n)
         return self._windows(self._held_out, self._val_idx, rows)["cond"]
 
-    def make_backbone(self, model_cfg: Any, rngs: nnx.Rngs) -> nnx.Module:
+    def make_backbone(self, model_config: Any, rngs: nnx.Rngs) -> nnx.Module:
         from shortcutlib.nn.factory import build_backbone
 
         return build_backbone(
-            model_cfg,
+            model_config,
             data_shape=self.sample_shape,
             num_classes=0,
             obs_dim=self.obs_dim,
@@ -248,7 +287,7 @@ class RobotDomain:
             raise ValueError(f"rollout.noise_scale must be >= 0 (got {noise_scale}); 1 samples, 0 is deterministic.")
         base = jax.random.key(seed)
         calls = itertools.count()
-        clip = bool(self.cfg.rollout.clip_actions) and self.action_normalizer.mode == "minmax"
+        clip = self.cfg.rollout.clip_actions and self.action_normalizer.mode == "minmax"
         scale = {} if noise_scale == 1.0 else {"noise_scale": noise_scale}  # plain sampling keeps the plain call
 
         def policy(obs_history: np.ndarray) -> np.ndarray:
@@ -273,20 +312,20 @@ class RobotDomain:
         from domains.robot.rollout import evaluate_policy
 
         ecfg = self.cfg.rollout
-        scale = float(ecfg.noise_scale if noise_scale is None else noise_scale)
+        scale = ecfg.noise_scale if noise_scale is None else float(noise_scale)
         metrics: dict[str, float] = {}
         for n in steps:
             video = None
-            if bool(ecfg.video) and int(n) == 1:
+            if ecfg.video and int(n) == 1:
                 video = Path(out_dir) / "videos" / f"{self.task}_1step.{ecfg.video_format}"
             result = evaluate_policy(
                 self.task,
-                self.make_policy(sample_fn, int(n), seed=int(ecfg.sample_seed), noise_scale=scale),
-                int(ecfg.num_episodes),
+                self.make_policy(sample_fn, int(n), seed=ecfg.sample_seed, noise_scale=scale),
+                ecfg.num_episodes,
                 obs_horizon=self.obs_horizon,
                 action_horizon=self.action_horizon,
-                seed=int(ecfg.seed),
-                num_envs=int(ecfg.num_envs),
+                seed=ecfg.seed,
+                num_envs=ecfg.num_envs,
                 record_video=video,
             )
             metrics.update({f"{short}@{n}": float(result[name]) for name, short in ROLLOUT_METRICS.items()})
@@ -295,7 +334,7 @@ class RobotDomain:
     def visualize(self, sample_fn: SampleFn, steps: Sequence[int], out_dir: Path) -> list[Path]:
         """Predicted vs demonstrated chunks for a few validation observations, one row each."""
         vcfg = self.cfg.visualize
-        n_obs, n_samples = int(vcfg.num_obs), int(vcfg.num_samples)
+        n_obs, n_samples = vcfg.num_obs, vcfg.num_samples
         # Spread over episodes and over time inside them (early steps are where modes split).
         eps = self._held_out
         k = np.arange(n_obs)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -10,22 +11,37 @@ import jax
 import numpy as np
 from flax import nnx
 
-from domains.base import Batch, IdentityCodec, SampleFn
-from domains.toy.datasets import make_sampler
+from domains.toy.datasets import NAMES, make_sampler
 from domains.vector_eval import metric_vs_steps_plot, save_samples, scatter_grid
+from shortcutlib.config import require, require_choice
+from shortcutlib.domain import Batch, DomainConfig, IdentityCodec, SampleFn
 from shortcutlib.metrics.distances import sliced_wasserstein
 from shortcutlib.nn.factory import build_backbone
 
 
+@dataclass
+class Toy2DConfig(DomainConfig):
+    name: str = "toy2d"
+    dataset: str = "gmm_ring"  # gmm_ring | gmm_grid | checkerboard | moons
+    eval_samples: int = 4096  # samples per budget (and per fresh data draw) for the distances
+    flow_steps: int = 500  # steps of the exact flow map's ODE solve (mixtures)
+
+    def __post_init__(self) -> None:
+        require_choice("dataset", self.dataset, NAMES)
+        require(self.eval_samples >= 2, "eval_samples", self.eval_samples, "must be at least 2.")
+
+
 class Toy2DDomain:
+    Config = Toy2DConfig
     num_classes = 0
 
-    def __init__(self, cfg: Any):
-        self.name = "toy2d"
-        self.dataset = str(cfg.get("dataset", "gmm_ring"))
+    def __init__(self, config: Toy2DConfig | None = None):
+        config = config or Toy2DConfig()
+        self.name = config.name
+        self.dataset = config.dataset
         self.sampler, self.mixture = make_sampler(self.dataset)
-        self.eval_samples = int(cfg.get("eval_samples", 4096))
-        self.flow_steps = int(cfg.get("flow_steps", 500))
+        self.eval_samples = config.eval_samples
+        self.flow_steps = config.flow_steps
         self.codec = IdentityCodec()
         self.sample_shape = (2,)
 
@@ -42,8 +58,8 @@ class Toy2DDomain:
     def eval_data(self, batch_size: int, seed: int) -> Iterator[Batch]:
         return self._batches(batch_size, seed + 10_000_019, 0)
 
-    def make_backbone(self, model_cfg: Any, rngs: nnx.Rngs) -> nnx.Module:
-        return build_backbone(model_cfg, data_shape=self.sample_shape, rngs=rngs)
+    def make_backbone(self, model_config: Any, rngs: nnx.Rngs) -> nnx.Module:
+        return build_backbone(model_config, data_shape=self.sample_shape, rngs=rngs)
 
     def sample_cond(self, num_samples: int, seed: int) -> None:
         return None

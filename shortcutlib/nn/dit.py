@@ -7,12 +7,15 @@ embedding is a constant rather than a (frozen) parameter.
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from shortcutlib.config import require
+from shortcutlib.nn.factory import BackboneConfig, DataSpec
 from shortcutlib.nn.embeddings import FREQUENCY_DIM, ConditionEmbedder, Dtype, sincos_pos_embed_2d
 
 # size -> (depth, hidden, heads), Table 1 of the DiT paper.
@@ -142,12 +145,51 @@ class FinalLayer(nnx.Module):
         return self.linear(modulate(self.norm(x), shift, scale))
 
 
+@dataclass
+class DiTConfig(BackboneConfig):
+    size: Optional[str] = None  # S | B | L | XL: the paper's sizes; hidden/depth/num_heads below override
+    patch: int = 2
+    hidden: Optional[int] = None
+    depth: Optional[int] = None
+    num_heads: Optional[int] = None
+    mlp_ratio: float = 4.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.size is None or self.size in DIT_SIZES, "size", self.size, f"accepted: {', '.join(DIT_SIZES)}.")
+        require(self.size is not None or None not in (self.hidden, self.depth, self.num_heads), "size", self.size,
+                "give a size or all of hidden, depth and num_heads.")
+
+    def dims(self) -> dict[str, int]:
+        dims = dit_config(self.size, self.patch) if self.size else {"patch_size": self.patch}
+        for key in ("hidden", "depth", "num_heads"):
+            if getattr(self, key) is not None:
+                dims[key] = getattr(self, key)
+        return dims
+
+
 class DiT(nnx.Module):
     """Diffusion transformer over image patches, conditioned on t, d and an optional class label.
 
     ``cond`` is integer labels (B,) with ``num_classes`` as the null token, or None when
     ``num_classes = 0``.
     """
+
+    Config = DiTConfig
+
+    @classmethod
+    def from_config(cls, config: DiTConfig, spec: DataSpec, rngs: nnx.Rngs) -> DiT:
+        if len(spec.data_shape) != 3:
+            raise ValueError(f"model=dit needs image-shaped data (H, W, C), got per-example shape {spec.data_shape}; use model=mlp.")
+        return cls(
+            input_shape=spec.data_shape,
+            num_classes=spec.num_classes,
+            mlp_ratio=config.mlp_ratio,
+            dtype=config.compute_dtype,
+            param_dtype=jnp.float32,
+            rngs=rngs,
+            **config.dims(),
+        )
 
     def __init__(
         self,

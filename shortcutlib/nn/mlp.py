@@ -8,12 +8,14 @@ the zero-initialised output layer makes the untrained model predict 0.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from shortcutlib.nn.factory import BackboneConfig, DataSpec
 from shortcutlib.nn.dit import AdaLNModulation, FinalLayer, adaln_norm, modulate
 from shortcutlib.nn.embeddings import ConditionEmbedder, Dtype
 
@@ -35,6 +37,13 @@ class ResidualBlock(nnx.Module):
         return x + gate * h
 
 
+@dataclass
+class ResidualMLPConfig(BackboneConfig):
+    hidden: int = 256
+    depth: int = 4
+    mlp_ratio: float = 2.0
+
+
 class ResidualMLP(nnx.Module):
     """Velocity network for per-example data of shape ``data_shape`` (flattened internally).
 
@@ -42,6 +51,23 @@ class ResidualMLP(nnx.Module):
     ``num_classes`` is the null token), or observations (B, obs_dim) / (B, obs_horizon, obs_dim)
     when ``obs_dim > 0``.
     """
+
+    Config = ResidualMLPConfig
+
+    @classmethod
+    def from_config(cls, config: ResidualMLPConfig, spec: DataSpec, rngs: nnx.Rngs) -> ResidualMLP:
+        return cls(
+            data_shape=spec.data_shape,
+            hidden=config.hidden,
+            depth=config.depth,
+            num_classes=spec.num_classes,
+            obs_dim=spec.obs_dim,
+            obs_horizon=spec.obs_horizon,
+            mlp_ratio=config.mlp_ratio,
+            dtype=config.compute_dtype,
+            param_dtype=jnp.float32,
+            rngs=rngs,
+        )
 
     def __init__(
         self,

@@ -8,14 +8,24 @@ the action tokens are projected back to actions.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from shortcutlib.nn.factory import BackboneConfig, DataSpec
 from shortcutlib.nn.dit import DiTBlock, FinalLayer
 from shortcutlib.nn.embeddings import ConditionEmbedder, Dtype, sincos_pos_embed_1d, split_cond
+
+
+@dataclass
+class ChunkTransformerConfig(BackboneConfig):
+    hidden: int = 128
+    depth: int = 4
+    num_heads: int = 4
+    mlp_ratio: float = 4.0
 
 
 class ChunkTransformer(nnx.Module):
@@ -24,6 +34,26 @@ class ChunkTransformer(nnx.Module):
     ``cond`` is (B, obs_horizon, obs_dim), or (B, obs_dim) when ``obs_horizon = 1``, or a
     mapping with key ``"obs"``; ``obs_dim = 0`` builds an unconditional model that ignores it.
     """
+
+    Config = ChunkTransformerConfig
+
+    @classmethod
+    def from_config(cls, config: ChunkTransformerConfig, spec: DataSpec, rngs: nnx.Rngs) -> ChunkTransformer:
+        if len(spec.data_shape) != 2:
+            raise ValueError(f"model=chunk_transformer needs action chunks (H, A), got per-example shape {spec.data_shape}.")
+        return cls(
+            horizon=spec.data_shape[0],
+            action_dim=spec.data_shape[1],
+            obs_dim=spec.obs_dim,
+            obs_horizon=spec.obs_horizon,
+            hidden=config.hidden,
+            depth=config.depth,
+            num_heads=config.num_heads,
+            mlp_ratio=config.mlp_ratio,
+            dtype=config.compute_dtype,
+            param_dtype=jnp.float32,
+            rngs=rngs,
+        )
 
     def __init__(
         self,

@@ -7,32 +7,26 @@ averages the modes of multimodal data: the baseline that generative policies mus
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-from shortcutlib.objectives.common import Targets, VelocityFn
+from shortcutlib.objectives.base import Objective, Targets
+from shortcutlib.velocity import VelocityFn
 
 
-@dataclass(frozen=True)
-class Config:
-    num_classes: int = 0
+class BehaviourCloning(Objective):
+    starts_from_noise = False  # the sampler starts from zeros, and one step of size 1 gives the prediction
 
-
-CONDITION_ON_D = True
-NOISE_INIT = False  # the sampler starts from zeros, and one step of size 1 gives the prediction
-
-
-def targets(key: jax.Array, batch: dict[str, Any], model: VelocityFn, ema_model: VelocityFn, cfg: Config, **_: Any) -> Targets:
-    x1 = batch["x"]
-    b = x1.shape[0]
-    return Targets(
-        x_t=jnp.zeros_like(x1),
-        t=jnp.zeros((b,), x1.dtype),
-        d=jnp.ones((b,), x1.dtype),
-        cond=batch.get("cond"),
-        v_target=x1,
-        weight=jnp.ones((b,), x1.dtype),
-    )
+    def targets(self, key: jax.Array, batch: dict[str, Any], model: VelocityFn, ema_model: VelocityFn, **_: Any) -> Targets:
+        x1 = batch["x"]
+        b = x1.shape[0]
+        return Targets(
+            x_t=jnp.zeros_like(x1),
+            t=jnp.zeros((b,), x1.dtype),
+            d=jnp.ones((b,), x1.dtype),
+            cond=batch.get("cond"),
+            v_target=x1,
+            weight=jnp.ones((b,), x1.dtype),
+        )

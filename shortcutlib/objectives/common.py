@@ -1,4 +1,4 @@
-"""Helpers every objective shares: interpolation, time and step sampling, label dropout.
+"""Math every objective shares: interpolation, time sampling, label dropout, the two-step velocity.
 
 Conventions (see DESIGN.md): time runs from noise to data,
 ``x_t = (1 - t) x_0 + t x_1`` with ``x_0 ~ N(0, I)`` and data ``x_1``; the velocity is
@@ -8,24 +8,12 @@ Conventions (see DESIGN.md): time runs from noise to data,
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-# model(x_t, t, d, cond) -> velocity, with parameters already bound.
-VelocityFn = Callable[[jax.Array, jax.Array, jax.Array, Any], jax.Array]
-
-
-class Targets(NamedTuple):
-    """What the loss regresses: ``weight * |model(x_t, t, d, cond) - v_target|^2``."""
-
-    x_t: jax.Array
-    t: jax.Array  # (B,)
-    d: jax.Array  # (B,)
-    cond: Any
-    v_target: jax.Array
-    weight: jax.Array  # (B,)
+from shortcutlib.objectives.base import Targets
 
 
 def broadcast_to_x(s: jax.Array, x: jax.Array) -> jax.Array:
@@ -66,30 +54,6 @@ def drop_labels(key: jax.Array, cond: Any, prob: float, num_classes: int) -> Any
         return jnp.where(mask, num_classes, leaf)
 
     return jax.tree.map(drop, cond)
-
-
-def null_cond(cond: Any, num_classes: int) -> Any:
-    """The unconditional counterpart of ``cond``: every class label set to the null token."""
-    return jax.tree.map(
-        lambda leaf: jnp.full_like(leaf, num_classes) if jnp.issubdtype(leaf.dtype, jnp.integer) else leaf, cond
-    )
-
-
-def guided_velocity(model: VelocityFn, x: jax.Array, t: jax.Array, d: jax.Array, cond: Any, scale: float, num_classes: int) -> jax.Array:
-    """Classifier-free guidance ``v_u + scale (v_c - v_u)``; scale 1 is the plain conditional model.
-
-    Conditional and unconditional passes share one batched call.
-    """
-    if scale == 1.0 or num_classes <= 0 or cond is None:
-        return model(x, t, d, cond)
-    both = model(
-        jnp.concatenate([x, x]),
-        jnp.concatenate([t, t]),
-        jnp.concatenate([d, d]),
-        jax.tree.map(lambda c, u: jnp.concatenate([c, u]), cond, null_cond(cond, num_classes)),
-    )
-    v_cond, v_uncond = jnp.split(both, 2)
-    return v_uncond + scale * (v_cond - v_uncond)
 
 
 def two_step_velocity(
@@ -153,10 +117,3 @@ def head_then_flow_matching(
         rest = take(cond, slice(n_head, None))
         parts.append(flow_matching_part(fm_key, x1[n_head:], rest, t_grid=t_grid, class_dropout=class_dropout, num_classes=num_classes))
     return parts[0] if len(parts) == 1 else Targets(*concat([list(p) for p in parts]))
-
-
-def weighted_mse(pred: jax.Array, targets: Targets) -> jax.Array:
-    """Mean over examples of weight * mean squared error over the example's dimensions."""
-    err = jnp.square(pred.astype(jnp.float32) - jax.lax.stop_gradient(targets.v_target).astype(jnp.float32))
-    per_example = err.reshape(err.shape[0], -1).mean(axis=1)
-    return jnp.sum(per_example * targets.weight) / jnp.maximum(jnp.sum(targets.weight), 1e-8)

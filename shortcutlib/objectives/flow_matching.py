@@ -6,28 +6,36 @@ from dataclasses import dataclass
 from typing import Any
 
 import jax
+import numpy as np
 
-from shortcutlib.objectives.common import Targets, VelocityFn, flow_matching_part
+from shortcutlib.config import ComponentConfig, require_choice
+from shortcutlib.objectives.base import Objective, Targets
+from shortcutlib.objectives.common import flow_matching_part
+from shortcutlib.velocity import VelocityFn
 
 
-@dataclass(frozen=True)
-class Config:
+@dataclass
+class Config(ComponentConfig):
     t_sampling: str = "uniform"  # "uniform" in [0, 1) or "grid" on {0, 1/M, ...}
     M: int = 128  # grid resolution when t_sampling == "grid"
-    class_dropout: float = 0.0
-    num_classes: int = 0
+
+    def __post_init__(self) -> None:
+        require_choice("t_sampling", self.t_sampling, ("uniform", "grid"))
 
 
-# A flow-matching model knows only d = 0: the sampler must not feed it d = 1/n.
-CONDITION_ON_D = False
+class FlowMatching(Objective):
+    Config = Config
 
+    def targets(self, key: jax.Array, batch: dict[str, Any], model: VelocityFn, ema_model: VelocityFn, **_: Any) -> Targets:
+        return flow_matching_part(
+            key,
+            batch["x"],
+            batch.get("cond"),
+            t_grid=self.config.M if self.config.t_sampling == "grid" else None,
+            class_dropout=self.class_dropout,
+            num_classes=self.num_classes,
+        )
 
-def targets(key: jax.Array, batch: dict[str, Any], model: VelocityFn, ema_model: VelocityFn, cfg: Config, **_: Any) -> Targets:
-    return flow_matching_part(
-        key,
-        batch["x"],
-        batch.get("cond"),
-        t_grid=cfg.M if cfg.t_sampling == "grid" else None,
-        class_dropout=cfg.class_dropout,
-        num_classes=cfg.num_classes,
-    )
+    def query_sizes(self, num_steps: int) -> np.ndarray:
+        # A flow-matching model knows only d = 0: plain Euler on the instantaneous velocity.
+        return np.zeros(num_steps)

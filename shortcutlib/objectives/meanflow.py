@@ -26,21 +26,15 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from shortcutlib.objectives.common import (
-    Targets,
-    VelocityFn,
-    broadcast_to_x,
-    concat,
-    drop_labels,
-    flow_matching_part,
-    interpolate,
-    take,
-)
+from shortcutlib.config import ComponentConfig, require_choice
+from shortcutlib.objectives.base import Objective, Targets
+from shortcutlib.objectives.common import broadcast_to_x, concat, drop_labels, flow_matching_part, interpolate, take
 from shortcutlib.objectives.shortcut import bootstrap_size
+from shortcutlib.velocity import VelocityFn
 
 
-@dataclass(frozen=True)
-class Config:
+@dataclass
+class Config(ComponentConfig):
     mean_fraction: float = 0.25  # share of each batch with d > 0 (the paper's best: 25%)
     t_sampling: str = "uniform"  # "uniform" | "logit_normal" for both ends of the interval
     logit_mean: float = 0.4  # logit-normal location; the paper's -0.4 with its time reversed
@@ -48,11 +42,9 @@ class Config:
     adaptive_p: float = 1.0  # adaptive loss weight power; 0 disables
     adaptive_c: float = 1e-3
     jvp_ema: bool = False  # differentiate the EMA model instead of the live one
-    class_dropout: float = 0.0
-    num_classes: int = 0
 
-
-CONDITION_ON_D = True
+    def __post_init__(self) -> None:
+        require_choice("t_sampling", self.t_sampling, ("uniform", "logit_normal"))
 
 
 def meanflow_target(model: VelocityFn, z: jax.Array, t: jax.Array, d: jax.Array, v: jax.Array, cond: Any) -> tuple[jax.Array, jax.Array]:
@@ -77,7 +69,9 @@ def per_example_error(pred: jax.Array, target: jax.Array) -> jax.Array:
     return jnp.square(pred - target).reshape(pred.shape[0], -1).mean(axis=1)
 
 
-def mean_part(key: jax.Array, x1: jax.Array, cond: Any, model: VelocityFn, cfg: Config) -> tuple[Targets, jax.Array]:
+def mean_part(
+    key: jax.Array, x1: jax.Array, cond: Any, model: VelocityFn, cfg: Config, *, class_dropout: float = 0.0, num_classes: int = 0
+) -> tuple[Targets, jax.Array]:
     """Targets for intervals with d > 0 and the model's current prediction on them."""
     k_t, k_noise, k_label = jax.random.split(key, 3)
     b = x1.shape[0]
@@ -86,37 +80,43 @@ def mean_part(key: jax.Array, x1: jax.Array, cond: Any, model: VelocityFn, cfg: 
     d = end - t
     x0 = jax.random.normal(k_noise, x1.shape, x1.dtype)
     z = interpolate(x0, x1, t)
-    cond = drop_labels(k_label, cond, cfg.class_dropout, cfg.num_classes)
+    cond = drop_labels(k_label, cond, class_dropout, num_classes)
     pred, target = meanflow_target(model, z, t, d, x1 - x0, cond)
     tg = Targets(x_t=z, t=t, d=d, cond=cond, v_target=jax.lax.stop_gradient(target), weight=jnp.ones((b,), x1.dtype))
     return tg, pred
 
 
-def targets(key: jax.Array, batch: dict[str, Any], model: VelocityFn, ema_model: VelocityFn, cfg: Config, **_: Any) -> Targets:
-    """Average-velocity targets on the first examples, flow matching at d = 0 on the rest."""
-    x1, cond = batch["x"], batch.get("cond")
-    b = x1.shape[0]
-    n_mean = bootstrap_size(b, cfg.mean_fraction)
-    net = ema_model if cfg.jvp_ema else model
-    k_fm, k_mean, k_fm_t = jax.random.split(key, 3)
-    parts, preds = [], []
-    if n_mean > 0:
-        tg, pred = mean_part(k_mean, x1[:n_mean], take(cond, slice(0, n_mean)), net, cfg)
-        parts.append(tg)
-        preds.append(pred)
-    if n_mean < b:
-        fm = flow_matching_part(
-            k_fm, x1[n_mean:], take(cond, slice(n_mean, None)), t_grid=None, class_dropout=cfg.class_dropout, num_classes=cfg.num_classes
-        )
-        if cfg.t_sampling != "uniform":  # same noise (x0 = x1 - v), times from the chosen density
-            t_fm = sample_times(k_fm_t, b - n_mean, cfg).astype(x1.dtype)
-            fm = fm._replace(t=t_fm, x_t=interpolate(x1[n_mean:] - fm.v_target, x1[n_mean:], t_fm))
-        parts.append(fm)
+class MeanFlow(Objective):
+    Config = Config
+
+    def targets(self, key: jax.Array, batch: dict[str, Any], model: VelocityFn, ema_model: VelocityFn, **_: Any) -> Targets:
+        """Average-velocity targets on the first examples, flow matching at d = 0 on the rest."""
+        cfg = self.config
+        x1, cond = batch["x"], batch.get("cond")
+        b = x1.shape[0]
+        n_mean = bootstrap_size(b, cfg.mean_fraction)
+        net = ema_model if cfg.jvp_ema else model
+        k_fm, k_mean, k_fm_t = jax.random.split(key, 3)
+        parts, preds = [], []
+        if n_mean > 0:
+            tg, pred = mean_part(
+                k_mean, x1[:n_mean], take(cond, slice(0, n_mean)), net, cfg, class_dropout=self.class_dropout, num_classes=self.num_classes
+            )
+            parts.append(tg)
+            preds.append(pred)
+        if n_mean < b:
+            fm = flow_matching_part(
+                k_fm, x1[n_mean:], take(cond, slice(n_mean, None)), t_grid=None, class_dropout=self.class_dropout, num_classes=self.num_classes
+            )
+            if cfg.t_sampling != "uniform":  # same noise (x0 = x1 - v), times from the chosen density
+                t_fm = sample_times(k_fm_t, b - n_mean, cfg).astype(x1.dtype)
+                fm = fm._replace(t=t_fm, x_t=interpolate(x1[n_mean:] - fm.v_target, x1[n_mean:], t_fm))
+            parts.append(fm)
+            if cfg.adaptive_p > 0:
+                preds.append(net(fm.x_t, fm.t, fm.d, fm.cond))
+        out = parts[0] if len(parts) == 1 else Targets(*concat([list(p) for p in parts]))
         if cfg.adaptive_p > 0:
-            preds.append(net(fm.x_t, fm.t, fm.d, fm.cond))
-    out = parts[0] if len(parts) == 1 else Targets(*concat([list(p) for p in parts]))
-    if cfg.adaptive_p > 0:
-        pred = preds[0] if len(preds) == 1 else jnp.concatenate(preds)
-        err = per_example_error(pred, out.v_target)
-        out = out._replace(weight=jax.lax.stop_gradient(1.0 / (err + cfg.adaptive_c) ** cfg.adaptive_p))
-    return out
+            pred = preds[0] if len(preds) == 1 else jnp.concatenate(preds)
+            err = per_example_error(pred, out.v_target)
+            out = out._replace(weight=jax.lax.stop_gradient(1.0 / (err + cfg.adaptive_c) ** cfg.adaptive_p))
+        return out

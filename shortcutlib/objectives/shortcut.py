@@ -28,40 +28,41 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from shortcutlib.config import ComponentConfig, require, require_choice
+from shortcutlib.objectives.base import Objective, Targets
 from shortcutlib.objectives.common import (
-    Targets,
-    VelocityFn,
     broadcast_to_x,
     drop_labels,
-    guided_velocity,
     head_then_flow_matching,
     interpolate,
     maybe_clip,
     two_step_velocity,
 )
+from shortcutlib.velocity import VelocityFn, guided_velocity
 
 
-@dataclass(frozen=True)
-class Config:
+@dataclass
+class Config(ComponentConfig):
     bootstrap_fraction: float = 0.25  # share of each batch spent on self-consistency (paper 1/4)
     M: int = 128  # finest budget; trained sizes 1/M ... 1
     level_decay: float = 0.5  # bootstrap share of size 2^-j ~ level_decay^j; 1 = equal shares
     bootstrap_ema: bool = False  # targets from EMA weights (the paper), else live weights with stop-gradient
-    clip_intermediate: float | None = None  # clip x_{t+d} inside the bootstrap (reference: 4)
-    clip_target: float | None = None  # clip the bootstrap target (reference: 4)
+    clip_intermediate: Optional[float] = None  # clip x_{t+d} inside the bootstrap (reference: 4)
+    clip_target: Optional[float] = None  # clip the bootstrap target (reference: 4)
     t_sampling: str = "grid"  # "grid": t on multiples of the target size (and 1/M for d = 0); "uniform"
-    class_dropout: float = 0.0
     bootstrap_cfg_scale: float = 1.0  # CFG baked into the finest bootstrap targets; 1 = none
-    num_classes: int = 0
 
-
-CONDITION_ON_D = True
+    def __post_init__(self) -> None:
+        require(0.0 <= self.bootstrap_fraction <= 1.0, "bootstrap_fraction", self.bootstrap_fraction, "must be in [0, 1].")
+        require(self.level_decay > 0, "level_decay", self.level_decay, "must be positive; 1 spreads examples equally.")
+        require(self.M >= 1 and math.log2(self.M).is_integer(), "M", self.M, "must be a power of two, e.g. 128.")
+        require_choice("t_sampling", self.t_sampling, ("grid", "uniform"))
 
 
 def num_levels(M: int) -> int:
@@ -96,7 +97,9 @@ def assign_levels(key: jax.Array, n: int, levels: int, decay: float = 1.0) -> ja
     return jnp.searchsorted(upper, position, side="right")
 
 
-def bootstrap_part(key: jax.Array, x1: jax.Array, cond: Any, teacher: VelocityFn, cfg: Config) -> Targets:
+def bootstrap_part(
+    key: jax.Array, x1: jax.Array, cond: Any, teacher: VelocityFn, cfg: Config, *, class_dropout: float = 0.0, num_classes: int = 0
+) -> Targets:
     """Self-consistency targets for sizes 2^-j, from two half steps of the (stop-gradient) teacher."""
     k_level, k_t, k_noise, k_label = jax.random.split(key, 4)
     b = x1.shape[0]
@@ -115,13 +118,13 @@ def bootstrap_part(key: jax.Array, x1: jax.Array, cond: Any, teacher: VelocityFn
         t = u * (1.0 - d_target)
     x0 = jax.random.normal(k_noise, x1.shape, x1.dtype)
     x_t = interpolate(x0, x1, t)
-    cond = drop_labels(k_label, cond, cfg.class_dropout, cfg.num_classes)
+    cond = drop_labels(k_label, cond, class_dropout, num_classes)
 
     def velocity(x: jax.Array, tt: jax.Array) -> jax.Array:
         v = teacher(x, tt, d_query, cond)
-        if cfg.bootstrap_cfg_scale == 1.0 or cfg.num_classes <= 0:
+        if cfg.bootstrap_cfg_scale == 1.0 or num_classes <= 0:
             return v
-        guided = guided_velocity(teacher, x, tt, d_query, cond, cfg.bootstrap_cfg_scale, cfg.num_classes)
+        guided = guided_velocity(teacher, x, tt, d_query, cond, cfg.bootstrap_cfg_scale, num_classes)
         return jnp.where(broadcast_to_x(finest, x), guided, v)
 
     v_target = maybe_clip(two_step_velocity(velocity, x_t, t, half, cfg.clip_intermediate), cfg.clip_target)
@@ -135,18 +138,28 @@ def bootstrap_part(key: jax.Array, x1: jax.Array, cond: Any, teacher: VelocityFn
     )
 
 
-def targets(key: jax.Array, batch: dict[str, Any], model: VelocityFn, ema_model: VelocityFn, cfg: Config, **_: Any) -> Targets:
-    """Bootstrap targets on the first examples, flow matching on the rest (disjoint)."""
-    x1, cond = batch["x"], batch.get("cond")
-    k_fm, k_boot = jax.random.split(key)
-    teacher = ema_model if cfg.bootstrap_ema else model
-    return head_then_flow_matching(
-        k_fm,
-        x1,
-        cond,
-        bootstrap_size(x1.shape[0], cfg.bootstrap_fraction),
-        lambda x1_head, cond_head: bootstrap_part(k_boot, x1_head, cond_head, teacher, cfg),
-        t_grid=cfg.M if cfg.t_sampling == "grid" else None,
-        class_dropout=cfg.class_dropout,
-        num_classes=cfg.num_classes,
-    )
+class Shortcut(Objective):
+    Config = Config
+
+    def targets(self, key: jax.Array, batch: dict[str, Any], model: VelocityFn, ema_model: VelocityFn, **_: Any) -> Targets:
+        """Bootstrap targets on the first examples, flow matching on the rest (disjoint)."""
+        cfg = self.config
+        x1, cond = batch["x"], batch.get("cond")
+        k_fm, k_boot = jax.random.split(key)
+        teacher = ema_model if cfg.bootstrap_ema else model
+        return head_then_flow_matching(
+            k_fm,
+            x1,
+            cond,
+            bootstrap_size(x1.shape[0], cfg.bootstrap_fraction),
+            lambda x1_head, cond_head: bootstrap_part(
+                k_boot, x1_head, cond_head, teacher, cfg, class_dropout=self.class_dropout, num_classes=self.num_classes
+            ),
+            t_grid=cfg.M if cfg.t_sampling == "grid" else None,
+            class_dropout=self.class_dropout,
+            num_classes=self.num_classes,
+        )
+
+    @property
+    def baked_guidance(self) -> float:
+        return self.config.bootstrap_cfg_scale

@@ -62,6 +62,24 @@ class MetricsLogger:
             self._tb.close()
 
 
+def supersede(path: Path, step: int) -> int:
+    """Drop the rows after ``step`` from metrics.jsonl, atomically; returns how many were dropped.
+
+    A run killed after its last checkpoint logged steps it will train again when resumed from
+    that checkpoint; without this the file would hold those steps twice.
+    """
+    path = Path(path)
+    if not path.exists():
+        return 0
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    kept = [line for line in lines if json.loads(line).get("step", 0) <= step]
+    if len(kept) < len(lines):
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        tmp.replace(path)
+    return len(lines) - len(kept)
+
+
 def read_metrics(path: Path, kind: str | None = None) -> list[dict[str, Any]]:
     if not Path(path).exists():
         return []

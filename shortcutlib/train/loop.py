@@ -9,20 +9,19 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import jax
 import numpy as np
 from flax import nnx
-from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from domains.base import Domain
 from shortcutlib import parallel
 from shortcutlib.checkpoint import Checkpointer
-from shortcutlib.objectives import get_objective, make_config
-from shortcutlib.train.logging import MetricsLogger
+from shortcutlib.config import RunConfig, as_dict, instantiate
+from shortcutlib.domain import Domain
+from shortcutlib.objectives.base import Objective, ObjectiveContext
+from shortcutlib.train.logging import MetricsLogger, supersede
 from shortcutlib.train.state import TrainState, create_train_state, make_optimizer
 from shortcutlib.train.step import make_train_step
 
@@ -37,8 +36,7 @@ class NonFiniteLossError(RuntimeError):
 class Run:
     """What a run is built of, for training and for evaluation from a checkpoint."""
 
-    objective: ModuleType
-    objective_cfg: Any
+    objective: Objective
     graphdef: nnx.GraphDef
     state: TrainState
     tx: Any
@@ -52,25 +50,18 @@ class TrainResult:
     steps_per_sec: float
 
 
-def build_run(cfg: DictConfig, domain: Domain) -> Run:
-    objective = get_objective(cfg.objective.name)
-    context = {"num_classes": domain.num_classes, "class_dropout": float(cfg.domain.get("class_dropout", 0.0))}
-    objective_cfg = make_config(objective, OmegaConf.to_container(cfg.objective, resolve=True), context)
-    model = domain.make_backbone(cfg.model, nnx.Rngs(int(cfg.seed)))
-    tx = make_optimizer(cfg.train)
-    graphdef, state = create_train_state(model, tx, int(cfg.seed))
-    return Run(objective, objective_cfg, graphdef, state, tx)
+def build_objective(config: RunConfig, domain: Domain) -> Objective:
+    """The configured objective, told the facts it needs from the data and the training length."""
+    context = ObjectiveContext(num_classes=domain.num_classes, class_dropout=config.train.class_dropout, total_steps=config.train.steps)
+    return instantiate(config.objective, context)
 
 
-def domain_state(domain: Domain) -> dict[str, Any]:
-    get = getattr(domain, "state", None)
-    return (get() or {}) if callable(get) else {}
-
-
-def restore_domain_state(domain: Domain, state: dict[str, Any]) -> None:
-    load = getattr(domain, "load_state", None)
-    if callable(load) and state:
-        load(state)
+def build_run(config: RunConfig, domain: Domain, objective: Objective | None = None) -> Run:
+    objective = objective or build_objective(config, domain)
+    model = domain.make_backbone(config.model, nnx.Rngs(config.seed))
+    tx = make_optimizer(config.train)
+    graphdef, state = create_train_state(model, tx, config.seed)
+    return Run(objective, graphdef, state, tx)
 
 
 class PreemptionGuard:
@@ -123,7 +114,7 @@ def state_shardings(state: TrainState, mesh: Any, min_size: int) -> TrainState:
 
 def sharded_train_step(
     run: Run,
-    cfg: DictConfig,
+    config: RunConfig,
     mesh: Any,
     shardings: TrainState,
     teacher_shardings: Any = None,
@@ -131,17 +122,13 @@ def sharded_train_step(
 ) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
     """The train step jitted with explicit shardings: state in and out on ``shardings`` (donated),
     batch split over (data, fsdp), metrics replicated."""
-    nonfinite = str(cfg.train.get("on_nonfinite", "stop"))
-    if nonfinite not in ("stop", "skip"):
-        raise ValueError(f"Unknown train.on_nonfinite '{nonfinite}'. Accepted: stop, skip.")
     step = make_train_step(
         run.graphdef,
         run.objective,
-        run.objective_cfg,
         run.tx,
-        ema_decay=float(cfg.train.ema_decay),
+        ema_decay=config.train.ema_decay,
         teacher_graphdef=teacher_graphdef,
-        skip_nonfinite=nonfinite == "skip",
+        skip_nonfinite=config.train.on_nonfinite == "skip",
     )
     return parallel.jit_sharded(
         step,
@@ -183,63 +170,62 @@ class FiniteWatch:
 
 
 def train(
-    cfg: DictConfig,
+    config: RunConfig,
     domain: Domain,
     run_dir: Path,
     *,
     run: Run | None = None,
     teacher_params: Any = None,
     teacher_graphdef: nnx.GraphDef | None = None,
+    saved_config: RunConfig | None = None,
 ) -> TrainResult:
-    """Train ``cfg.train.steps`` steps in total, resuming from ``run_dir/checkpoints`` if present.
+    """Train ``config.train.steps`` steps in total, resuming from ``run_dir/checkpoints`` if present.
 
     Distillation objectives get a frozen teacher through ``teacher_params`` (and
     ``teacher_graphdef`` when its architecture differs from the student's). The state lives
-    on a (data, fsdp) mesh from ``cfg.parallel``; with several processes every process calls
+    on a (data, fsdp) mesh from ``config.parallel``; with several processes every process calls
     this with the same config and ``run_dir`` (a shared file system), each feeding its own
-    rows of every global batch, and only process 0 writes metrics.
+    rows of every global batch, and only process 0 writes metrics. Checkpoints carry
+    ``saved_config`` (default ``config``): a phase of a multi-phase run saves the run's own.
     """
-    pcfg = parallel.ParallelConfig.from_cfg(cfg)
-    parallel.initialize_distributed(pcfg)
+    parallel.initialize_distributed(config.parallel)
     run_dir = Path(run_dir)
-    run = run or build_run(cfg, domain)
-    tcfg = cfg.train
-    total = int(tcfg.steps)
-    global_size = int(tcfg.batch_size)
-    mesh = parallel.make_mesh(pcfg)
+    run = run or build_run(config, domain)
+    settings = config.train
+    total = settings.steps
+    global_size = settings.batch_size
+    mesh = parallel.make_mesh(config.parallel)
     parallel.check_batch_size(global_size, mesh)
-    shardings = state_shardings(run.state, mesh, pcfg.fsdp_min_size)
+    shardings = state_shardings(run.state, mesh, config.parallel.fsdp_min_size)
     state = parallel.place(run.state, shardings)
 
-    ckpt = Checkpointer(run_dir / "checkpoints", max_to_keep=int(tcfg.get("keep_checkpoints", 3)))
+    ckpt = Checkpointer(run_dir / "checkpoints", max_to_keep=settings.keep_checkpoints)
     if ckpt.latest_step() is not None:
         # The placed state is the restore target: the checkpoint lands on this run's mesh,
         # whatever mesh wrote it.
         state, meta, restored_step = ckpt.restore(state)
-        restore_domain_state(domain, meta.get("domain", {}))
+        domain.load_state(meta.get("domain") or {})
         log.info("Resumed from step %d in %s.", restored_step, ckpt.directory)
     start = int(parallel.to_host(state.step))
-    meta = {"domain": domain_state(domain), "config": OmegaConf.to_container(cfg, resolve=True)}
+    meta = {"domain": domain.state(), "config": as_dict(saved_config or config)}
 
     teacher_shardings = None
     if teacher_params is not None:
-        teacher_shardings = parallel.tree_shardings(teacher_params, mesh, pcfg.fsdp_min_size)
+        teacher_shardings = parallel.tree_shardings(teacher_params, mesh, config.parallel.fsdp_min_size)
         teacher_params = parallel.place(teacher_params, teacher_shardings)
-    step_fn = sharded_train_step(run, cfg, mesh, shardings, teacher_shardings, teacher_graphdef)
+    step_fn = sharded_train_step(run, config, mesh, shardings, teacher_shardings, teacher_graphdef)
 
     is_main = jax.process_index() == 0
+    if is_main:
+        supersede(run_dir / "metrics.jsonl", start)  # a resumed run rewrites the steps after its checkpoint
     logger = MetricsLogger(
-        run_dir,
-        wandb=bool(cfg.logging.get("wandb", False)),
-        tensorboard=bool(cfg.logging.get("tensorboard", False)),
-        config=meta["config"],
-        enabled=is_main,
+        run_dir, wandb=config.logging.wandb, tensorboard=config.logging.tensorboard, config=meta["config"], enabled=is_main
     )
-    log_every = max(int(tcfg.log_every), 1)
-    ckpt_every = int(tcfg.get("ckpt_every", 0) or 0)
-    watch = FiniteWatch(str(tcfg.get("on_nonfinite", "stop")), ckpt)
+    log_every = settings.log_every
+    ckpt_every = settings.ckpt_every
+    watch = FiniteWatch(settings.on_nonfinite, ckpt)
     rows = parallel.local_rows(global_size, mesh) if jax.process_count() > 1 else None
-    batches = encoded_batches(domain, global_size, int(cfg.seed), start, rows)
+    batches = encoded_batches(domain, global_size, config.seed, start, rows)
     # Queued steps can deadlock the all-reduce of fake CPU devices: wait on each step there.
     block_each_step = jax.default_backend() == "cpu" and mesh.size > 1
     multi_process = jax.process_count() > 1
@@ -248,7 +234,7 @@ def train(
 
     try:
         with PreemptionGuard() as guard, tqdm(
-            total=total, initial=start, desc="train", disable=not (is_main and cfg.logging.get("progress", True)), dynamic_ncols=True
+            total=total, initial=start, desc="train", disable=not (is_main and config.logging.progress), dynamic_ncols=True
         ) as bar:
             window_start, window_steps = time.perf_counter(), 0
             for step in range(start, total):

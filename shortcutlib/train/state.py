@@ -8,7 +8,8 @@ import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx, struct
-from omegaconf import DictConfig
+
+from shortcutlib.config import TrainConfig
 
 
 @struct.dataclass
@@ -20,23 +21,17 @@ class TrainState:
     rng: jax.Array  # raw uint32 key, so checkpoints store it as a plain array
 
 
-def make_optimizer(cfg: DictConfig | dict) -> optax.GradientTransformation:
+def make_optimizer(train: TrainConfig) -> optax.GradientTransformation:
     """AdamW (paper: lr 1e-4, weight decay 0.1) with optional warmup/cosine and global-norm clipping."""
-    lr: Any = float(cfg["lr"])
-    warmup = int(cfg.get("warmup_steps", 0) or 0)
-    schedule = cfg.get("schedule", "constant")
-    if schedule == "cosine":
-        lr = optax.warmup_cosine_decay_schedule(0.0, lr, max(warmup, 1), int(cfg["steps"]), end_value=0.0)
-    elif schedule == "constant" and warmup > 0:
-        lr = optax.linear_schedule(0.0, lr, warmup)
-    elif schedule not in ("constant", "cosine"):
-        raise ValueError(f"Unknown schedule '{schedule}'. Accepted: constant, cosine.")
+    lr: Any = train.lr
+    if train.schedule == "cosine":
+        lr = optax.warmup_cosine_decay_schedule(0.0, train.lr, max(train.warmup_steps, 1), train.steps, end_value=0.0)
+    elif train.warmup_steps > 0:
+        lr = optax.linear_schedule(0.0, train.lr, train.warmup_steps)
     chain = []
-    if cfg.get("grad_clip"):
-        chain.append(optax.clip_by_global_norm(float(cfg["grad_clip"])))
-    chain.append(
-        optax.adamw(lr, b1=float(cfg.get("beta1", 0.9)), b2=float(cfg.get("beta2", 0.999)), weight_decay=float(cfg.get("weight_decay", 0.0)))
-    )
+    if train.grad_clip:
+        chain.append(optax.clip_by_global_norm(train.grad_clip))
+    chain.append(optax.adamw(lr, b1=train.beta1, b2=train.beta2, weight_decay=train.weight_decay))
     return optax.chain(*chain)
 
 
@@ -52,12 +47,3 @@ def create_train_state(model: nnx.Module, tx: optax.GradientTransformation, seed
         rng=jax.random.PRNGKey(seed),
     )
     return graphdef, state
-
-
-def velocity_fn(graphdef: nnx.GraphDef, params: Any, *, train: bool = False):
-    """Bind parameters to the backbone: ``(x_t, t, d, cond) -> velocity``."""
-
-    def apply(x_t: jax.Array, t: jax.Array, d: jax.Array, cond: Any) -> jax.Array:
-        return nnx.merge(graphdef, params)(x_t, t, d, cond, train=train)
-
-    return apply

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from types import ModuleType
 from typing import Any
 
 import jax
@@ -11,8 +10,9 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from shortcutlib.objectives.common import weighted_mse
-from shortcutlib.train.state import TrainState, velocity_fn
+from shortcutlib.objectives.base import Objective
+from shortcutlib.train.state import TrainState
+from shortcutlib.velocity import bind
 
 StepFn = Callable[..., tuple[TrainState, dict[str, jax.Array]]]
 
@@ -33,8 +33,7 @@ def select_tree(pred: jax.Array, on_true: Any, on_false: Any) -> Any:
 
 def make_train_step(
     graphdef: nnx.GraphDef,
-    objective: ModuleType,
-    objective_cfg: Any,
+    objective: Objective,
     tx: optax.GradientTransformation,
     *,
     ema_decay: float,
@@ -44,7 +43,8 @@ def make_train_step(
     """Build ``step(state, batch, teacher_params=None) -> (state, metrics)``; jit it at the call site.
 
     Targets are computed outside the gradient (they are stop-gradient by construction),
-    so the objective may call the live or EMA model freely. Distillation objectives get a
+    so the objective may call the live or EMA model freely; the loss is the objective's
+    (by default the weighted MSE of the model's prediction to the targets). Distillation objectives get a
     frozen teacher the same way, from ``teacher_params`` (an argument, not a constant baked
     into the compiled step) and ``teacher_graphdef`` (default: the student's architecture).
 
@@ -55,21 +55,14 @@ def make_train_step(
 
     def step(state: TrainState, batch: dict[str, Any], teacher_params: Any = None) -> tuple[TrainState, dict[str, jax.Array]]:
         rng, key = jax.random.split(state.rng)
-        teacher = None if teacher_params is None else velocity_fn(teacher_graphdef or graphdef, teacher_params)
+        teacher = None if teacher_params is None else bind(teacher_graphdef or graphdef, teacher_params)
         targets = objective.targets(
-            key,
-            batch,
-            velocity_fn(graphdef, state.params),
-            velocity_fn(graphdef, state.ema_params),
-            objective_cfg,
-            step=state.step,
-            teacher=teacher,
+            key, batch, bind(graphdef, state.params), bind(graphdef, state.ema_params), step=state.step, teacher=teacher
         )
         targets = jax.lax.stop_gradient(targets)
 
         def loss_fn(params: Any) -> jax.Array:
-            pred = velocity_fn(graphdef, params, train=True)(targets.x_t, targets.t, targets.d, targets.cond)
-            return weighted_mse(pred, targets)
+            return objective.loss(bind(graphdef, params, train=True), targets)
 
         loss, grads = jax.value_and_grad(loss_fn)(state.params)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)

@@ -16,9 +16,11 @@ import pytest
 from PIL import Image
 
 from domains.images import latents as latents_mod
-from domains.images.domain import ImageDomain, ref_stats_main
+from domains.images.domain import ImageConfig, ImageDomain
 from domains.images.preprocess import to_model_range
+from domains.images.ref_stats import main as ref_stats_main
 from domains.images.sources import image_batches, open_source, ordered_batches
+from shortcutlib.config import typed
 
 pytest.importorskip("safetensors")
 
@@ -128,7 +130,7 @@ def cli_latents(image_dir, vae_dir, tmp_path_factory) -> Path:
 
 
 def _domain_cfg(image_dir, vae_dir, **extra):
-    return {
+    return typed(ImageConfig, {
         "name": "image_folder",
         "source": "image_folder",
         "data_dir": str(image_dir),
@@ -141,7 +143,7 @@ def _domain_cfg(image_dir, vae_dir, **extra):
         "num_workers": 2,
         "vis": {"num_samples": 2, "interpolation_points": 3},
         **extra,
-    }
+    }, "domain")
 
 
 # ------------------------------------------------------------------------------ pre-encoding
@@ -241,8 +243,7 @@ def _frechet_low_rank(mu1, sigma1, mu2, sigma2, probes: int = 32):
 
 
 def test_train_then_fid_at_every_budget(image_dir, vae_dir, inception_npz, cli_latents, tmp_path, monkeypatch):
-    from hydra import compose, initialize_config_module
-
+    from shortcutlib.config import compose_config
     from shortcutlib.inference import make_sample_fn
     from shortcutlib.metrics import fid
     from shortcutlib.train.loop import train
@@ -254,13 +255,11 @@ def test_train_then_fid_at_every_budget(image_dir, vae_dir, inception_npz, cli_l
     assert ref_stats_main(["--source", "image_folder", "--data-dir", str(image_dir), "--weights", str(inception_npz),
                            "--out", str(stats), "--image-size", str(IMAGE_SIZE), "--batch-size", "5", "--num-workers", "2"]) == 0
 
-    with initialize_config_module("configs", version_base=None):
-        cfg = compose(
-            "config",
-            overrides=[
+    cfg = compose_config(
+            [
                 "domain=image_folder",
                 "model=dit_s",
-                "model.size=null", "+model.hidden=32", "+model.depth=1", "+model.num_heads=2",
+                "model.size=null", "model.hidden=32", "model.depth=1", "model.num_heads=2",
                 f"domain.data_dir={image_dir}", f"domain.vae_path={vae_dir}", f"domain.latents_dir={cli_latents}",
                 f"domain.image_size={IMAGE_SIZE}", f"domain.latent_shape=[{','.join(map(str, LATENT_SHAPE))}]",
                 "domain.vae_batch_size=5", "domain.num_workers=2",
@@ -314,5 +313,5 @@ def test_missing_fid_inputs_are_explained(image_dir, vae_dir, tmp_path):
     weights = tmp_path / "w.npz"
     weights.write_bytes(b"")
     domain = ImageDomain(_domain_cfg(image_dir, vae_dir, fid={"weights": str(weights), "ref_stats": None}))
-    with pytest.raises(FileNotFoundError, match="domains.images.domain ref-stats"):
+    with pytest.raises(FileNotFoundError, match="domains.images.ref_stats"):
         domain.evaluate(lambda *a, **k: None, [1], tmp_path)

@@ -1,5 +1,7 @@
 """model.prediction=data: the backbone outputs the clean sample, the core still sees a velocity."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,7 +9,9 @@ import pytest
 from flax import nnx
 
 from shortcutlib.nn.factory import build_backbone
+from shortcutlib.nn.mlp import ResidualMLP
 from shortcutlib.nn.prediction import DataPrediction, with_prediction
+from shortcutlib.objectives.shortcut import Shortcut
 from shortcutlib.sampling import euler_sample
 from tests.objectives import gaussian_case
 
@@ -27,7 +31,7 @@ def test_one_step_sample_is_the_backbone_output():
     target = jnp.array([0.3, -2.0, 5.0])
     model = DataPrediction(Constant(target))
     x0 = jax.random.normal(jax.random.PRNGKey(0), (16, 3)) * 3.0
-    x1 = euler_sample(lambda x, t, d, c: model(x, t, d, c), x0, 1)
+    x1 = euler_sample(lambda x, t, d, c: model(x, t, d, c), x0, Shortcut().sample_plan(1))
     np.testing.assert_allclose(x1, jnp.broadcast_to(target, x1.shape), rtol=1e-5, atol=1e-5)
 
 
@@ -52,15 +56,15 @@ def test_exact_gaussian_flow_survives_the_reparameterisation():
 
     model = DataPrediction(DataOracle(), min_remaining=1e-6)
     x0 = jax.random.normal(jax.random.PRNGKey(5), (256, 3))
-    exact = euler_sample(oracle, x0, 128)
+    exact = euler_sample(oracle, x0, Shortcut().sample_plan(128))
     for n in (1, 2, 4):
-        np.testing.assert_allclose(euler_sample(lambda x, t, d, c: model(x, t, d, c), x0, n), exact, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(euler_sample(lambda x, t, d, c: model(x, t, d, c), x0, Shortcut().sample_plan(n)), exact, rtol=1e-4, atol=1e-4)
 
 
 def test_factory_wraps_only_for_data_prediction():
-    cfg = {"name": "mlp", "hidden": 16, "depth": 1}
+    cfg = ResidualMLP.Config(_target_="shortcutlib.nn.mlp.ResidualMLP", hidden=16, depth=1)
     plain = build_backbone(cfg, data_shape=(2,), rngs=nnx.Rngs(0))
-    wrapped = build_backbone({**cfg, "prediction": "data", "min_remaining": 0.1}, data_shape=(2,), rngs=nnx.Rngs(0))
+    wrapped = build_backbone(dataclasses.replace(cfg, prediction="data", min_remaining=0.1), data_shape=(2,), rngs=nnx.Rngs(0))
     assert not isinstance(plain, DataPrediction)
     assert isinstance(wrapped, DataPrediction) and wrapped.min_remaining == 0.1
     with pytest.raises(ValueError, match="prediction"):

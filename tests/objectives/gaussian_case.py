@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from domains.toy import gaussian
-from shortcutlib.objectives import common
+from shortcutlib.objectives.base import weighted_mse
 
 MU = jnp.array([1.5, -0.5, 0.3])
 SIGMA = jnp.array([0.5, 1.2, 0.05])
@@ -28,12 +28,12 @@ def assert_target_is_stop_gradient(targets_of, model_of, w, min_grad: float | No
     def loss(w):
         model = model_of(w)
         tg = targets_of(model)
-        return common.weighted_mse(model(tg.x_t, tg.t, tg.d, None), tg)
+        return weighted_mse(model(tg.x_t, tg.t, tg.d, None), tg)
 
     tg = targets_of(model_of(w))
 
     def fixed(w):
-        return common.weighted_mse(model_of(w)(tg.x_t, tg.t, tg.d, None), tg)
+        return weighted_mse(model_of(w)(tg.x_t, tg.t, tg.d, None), tg)
 
     grad = jax.grad(loss)(w)
     np.testing.assert_allclose(grad, jax.grad(fixed)(w), rtol=1e-5)

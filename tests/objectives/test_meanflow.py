@@ -6,6 +6,7 @@ import numpy as np
 
 from domains.toy import gaussian
 from shortcutlib.objectives import common, meanflow
+from shortcutlib.objectives.shortcut import Shortcut
 from shortcutlib.sampling import euler_sample
 from tests.objectives.gaussian_case import MU, ORACLE, POINT, SIGMA, batch, assert_target_is_stop_gradient
 
@@ -29,7 +30,7 @@ def test_identity_holds_for_the_exact_average_velocity():
 def test_loss_is_zero_at_the_exact_model_for_point_mass_data():
     """Point-mass data: the conditional velocity x1 - x0 is the exact velocity, so targets equal predictions."""
     cfg = meanflow.Config(mean_fraction=0.5, adaptive_p=0.0)
-    tg = meanflow.targets(jax.random.PRNGKey(1), batch(jax.random.PRNGKey(2), 256, 0.0), POINT, POINT, cfg)
+    tg = meanflow.MeanFlow(cfg).targets(jax.random.PRNGKey(1), batch(jax.random.PRNGKey(2), 256, 0.0), POINT, POINT)
     d = np.asarray(tg.d)
     assert np.all(d[:128] > 0) and np.all(d[128:] == 0)
     assert np.all(np.asarray(tg.t) + d <= 1 + 1e-6)
@@ -41,7 +42,7 @@ def test_loss_is_zero_at_the_exact_model_for_point_mass_data():
 def test_target_is_unbiased_on_gaussian():
     """With x1 - x0 in place of v the target is linear in it, so E[target | z_t] = u."""
     cfg = meanflow.Config(mean_fraction=1.0, adaptive_p=0.0)
-    tg = meanflow.targets(jax.random.PRNGKey(3), batch(jax.random.PRNGKey(4), 50_000), ORACLE, ORACLE, cfg)
+    tg = meanflow.MeanFlow(cfg).targets(jax.random.PRNGKey(3), batch(jax.random.PRNGKey(4), 50_000), ORACLE, ORACLE)
     keep = np.asarray(tg.t + tg.d) < 0.9
     resid = np.asarray(tg.v_target - ORACLE(tg.x_t, tg.t, tg.d, None))[keep]
     features = np.concatenate([np.ones((keep.sum(), 1)), np.asarray(tg.x_t)[keep]], axis=1)
@@ -52,13 +53,13 @@ def test_target_is_unbiased_on_gaussian():
 def test_one_step_sample_of_exact_model_is_the_flow_map():
     x0 = jax.random.normal(jax.random.PRNGKey(5), (64, 3))
     exact = gaussian.flow_map(x0, jnp.zeros(64), jnp.ones(64), MU, SIGMA)
-    np.testing.assert_allclose(euler_sample(ORACLE, x0, 1), exact, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(euler_sample(ORACLE, x0, Shortcut().sample_plan(1)), exact, rtol=1e-4, atol=1e-4)
 
 
 def test_adaptive_weights():
     zero = lambda x, t, d, c: jnp.zeros_like(x)  # noqa: E731
     cfg = meanflow.Config(mean_fraction=0.5, adaptive_p=1.0, adaptive_c=1e-3)
-    tg = meanflow.targets(jax.random.PRNGKey(0), batch(jax.random.PRNGKey(1), 32), zero, zero, cfg)
+    tg = meanflow.MeanFlow(cfg).targets(jax.random.PRNGKey(0), batch(jax.random.PRNGKey(1), 32), zero, zero)
     err = np.mean(np.square(np.asarray(tg.v_target)), axis=1)
     np.testing.assert_allclose(tg.weight, 1.0 / (err + 1e-3), rtol=1e-5)
 
@@ -70,13 +71,13 @@ def test_gradient_flows_only_through_the_prediction():
     b = batch(jax.random.PRNGKey(0), 16)
     cfg = meanflow.Config(mean_fraction=0.5)
     assert_target_is_stop_gradient(
-        lambda m: meanflow.targets(jax.random.PRNGKey(1), b, m, m, cfg), model_of, jnp.array(0.5), min_grad=1e-4
+        lambda m: meanflow.MeanFlow(cfg).targets(jax.random.PRNGKey(1), b, m, m), model_of, jnp.array(0.5), min_grad=1e-4
     )
 
 
 def test_logit_normal_times_keep_pairs_consistent():
     cfg = meanflow.Config(mean_fraction=0.5, t_sampling="logit_normal", adaptive_p=0.0)
     b = batch(jax.random.PRNGKey(0), 64)
-    tg = meanflow.targets(jax.random.PRNGKey(1), b, ORACLE, ORACLE, cfg)
+    tg = meanflow.MeanFlow(cfg).targets(jax.random.PRNGKey(1), b, ORACLE, ORACLE)
     x0 = b["x"] - tg.v_target  # flow-matching rows: v = x1 - x0
     np.testing.assert_allclose(tg.x_t[32:], common.interpolate(x0[32:], b["x"][32:], tg.t[32:]), rtol=1e-5, atol=1e-5)

@@ -2,15 +2,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from shortcutlib.objectives.common import guided_velocity
+from shortcutlib.objectives.base import SamplePlan
+from shortcutlib.objectives.flow_matching import FlowMatching
+from shortcutlib.objectives.shortcut import Shortcut
 from shortcutlib.sampling import euler_sample, interpolation_noise, slerp
+from shortcutlib.velocity import guided_velocity
 
 
 def test_euler_steps_and_trajectory():
     # v = 1 everywhere: x1 = x0 + 1 for any budget; trajectory has n + 1 states.
     model = lambda x, t, d, c: jnp.ones_like(x)  # noqa: E731
     x0 = jnp.zeros((3, 2))
-    x1, traj = euler_sample(model, x0, 4, return_trajectory=True)
+    x1, traj = euler_sample(model, x0, Shortcut().sample_plan(4), return_trajectory=True)
     np.testing.assert_allclose(x1, 1.0)
     assert traj.shape == (5, 3, 2)
     np.testing.assert_allclose(traj[:, 0, 0], [0, 0.25, 0.5, 0.75, 1.0])
@@ -23,11 +26,21 @@ def test_sampler_feeds_t_and_d():
         seen.append(None)
         return jnp.stack([t, d], axis=1)
 
-    x1 = euler_sample(model, jnp.zeros((1, 2)), 4)
+    x1 = euler_sample(model, jnp.zeros((1, 2)), Shortcut().sample_plan(4))
     # sum over steps of d * t_i = 0.25 * (0 + .25 + .5 + .75); sum of d * d = 4 * 0.25^2
     np.testing.assert_allclose(x1[0], [0.375, 0.25], rtol=1e-6)
-    x1_fm = euler_sample(model, jnp.zeros((1, 2)), 4, condition_on_d=False)
+    x1_fm = euler_sample(model, jnp.zeros((1, 2)), FlowMatching().sample_plan(4))
     np.testing.assert_allclose(x1_fm[0], [0.375, 0.0], atol=1e-7)
+
+
+def test_steps_of_a_plan_with_mixed_guidance_each_get_their_own():
+    """Guidance per step: each step uses its own scale, in order, with its own d."""
+    model = lambda x, t, d, c: jnp.where((c == 5)[:, None], 0.0, 1.0) * jnp.ones_like(x) + d[:, None]  # noqa: E731
+    plan = SamplePlan(d=(0.0, 0.5, 0.0, 0.25), cfg_scale=(2.0, 1.0, 1.0, 3.0))
+    x1, traj = euler_sample(model, jnp.zeros((1, 1)), plan, jnp.array([0]), num_classes=5, return_trajectory=True)
+    # guided v = v_u + s (v_c - v_u) = d + s; steps of 1/4
+    steps = [(0.0 + 2.0), (0.5 + 1.0), (0.0 + 1.0), (0.25 + 3.0)]
+    np.testing.assert_allclose(np.diff(np.asarray(traj)[:, 0, 0]), np.array(steps) / 4, rtol=1e-6)
 
 
 def test_cfg_combination():

@@ -9,6 +9,9 @@ import pytest
 
 from domains.toy import gaussian
 from shortcutlib.objectives import common, shortcut
+from shortcutlib.objectives.base import ObjectiveContext, Targets, weighted_mse
+from shortcutlib.objectives.flow_matching import FlowMatching
+from shortcutlib.objectives.shortcut import Shortcut
 from shortcutlib.sampling import euler_sample
 from tests.objectives.gaussian_case import MU, ORACLE, SIGMA
 from tests.objectives.gaussian_case import batch as gaussian_batch
@@ -33,12 +36,12 @@ def test_bootstrap_target_of_oracle_is_oracle(t_sampling):
     exactly that.
     """
     cfg = shortcut.Config(bootstrap_fraction=1.0, M=8, t_sampling=t_sampling)
-    tg = shortcut.targets(jax.random.PRNGKey(1), gaussian_batch(jax.random.PRNGKey(2), 512), ORACLE, ORACLE, cfg)
+    tg = shortcut.Shortcut(cfg).targets(jax.random.PRNGKey(1), gaussian_batch(jax.random.PRNGKey(2), 512), ORACLE, ORACLE)
     pred = ORACLE(tg.x_t, tg.t, tg.d, None)
     coarse = np.asarray(tg.d) > 1 / 8
     assert 0 < coarse.sum() < len(coarse)
     np.testing.assert_allclose(np.asarray(tg.v_target)[coarse], np.asarray(pred)[coarse], rtol=1e-4, atol=1e-4)
-    loss = common.weighted_mse(pred[coarse], common.Targets(*[a[coarse] for a in tg[:3]], None, tg.v_target[coarse], tg.weight[coarse]))
+    loss = weighted_mse(pred[coarse], Targets(*[a[coarse] for a in tg[:3]], None, tg.v_target[coarse], tg.weight[coarse]))
     assert float(loss) < 1e-9
     x, t, h = tg.x_t[~coarse], tg.t[~coarse], tg.d[~coarse] / 2
     zero = jnp.zeros_like(h)
@@ -50,7 +53,7 @@ def test_bootstrap_target_of_oracle_is_oracle(t_sampling):
 def test_flow_matching_part_is_unbiased_for_oracle_velocity():
     """E[x1 - x0 | x_t] is the exact velocity: the residual of the FM target is uncorrelated with x_t."""
     cfg = shortcut.Config(bootstrap_fraction=0.0, t_sampling="uniform")
-    tg = shortcut.targets(jax.random.PRNGKey(3), gaussian_batch(jax.random.PRNGKey(4), 200_000), ORACLE, ORACLE, cfg)
+    tg = shortcut.Shortcut(cfg).targets(jax.random.PRNGKey(3), gaussian_batch(jax.random.PRNGKey(4), 200_000), ORACLE, ORACLE)
     assert np.all(np.asarray(tg.d) == 0)
     resid = np.asarray(tg.v_target - ORACLE(tg.x_t, tg.t, tg.d, None))
     features = np.concatenate([np.ones((len(resid), 1)), np.asarray(tg.x_t)], axis=1)
@@ -62,17 +65,17 @@ def test_sampler_with_oracle_reproduces_exact_flow_map():
     x0 = jax.random.normal(jax.random.PRNGKey(5), (256, 3))
     exact = gaussian.flow_map(x0, jnp.zeros(256), jnp.ones(256), MU, SIGMA)
     for n in (1, 2, 4, 128):
-        x1 = euler_sample(ORACLE, x0, n)
+        x1 = euler_sample(ORACLE, x0, Shortcut().sample_plan(n))
         np.testing.assert_allclose(x1, exact, rtol=1e-4, atol=1e-4)
     # Plain Euler on the instantaneous velocity (d = 0) is not exact in one step: the d input matters.
-    euler1 = euler_sample(ORACLE, x0, 1, condition_on_d=False)
+    euler1 = euler_sample(ORACLE, x0, FlowMatching().sample_plan(1))
     assert float(jnp.abs(euler1 - exact).max()) > 0.1
 
 
 def test_every_level_is_trained_at_batch_32():
     """Reference: batch // 8 // 7 = 0 examples per level at batch 32, so only d = 1 is trained."""
     cfg = shortcut.Config(bootstrap_fraction=0.25, M=128, level_decay=1.0)  # 8 bootstrap examples, 8 equal shares
-    tg = shortcut.targets(jax.random.PRNGKey(0), gaussian_batch(jax.random.PRNGKey(1), 32), ORACLE, ORACLE, cfg)
+    tg = shortcut.Shortcut(cfg).targets(jax.random.PRNGKey(0), gaussian_batch(jax.random.PRNGKey(1), 32), ORACLE, ORACLE)
     boot_d = np.asarray(tg.d)[:8]
     np.testing.assert_allclose(np.sort(boot_d), np.sort(2.0 ** -np.arange(8)))
 
@@ -81,7 +84,7 @@ def test_small_batches_cover_all_levels_over_steps():
     cfg = shortcut.Config(bootstrap_fraction=0.25, M=128, level_decay=1.0)
     seen = set()
     for i in range(40):
-        tg = shortcut.targets(jax.random.PRNGKey(i), gaussian_batch(jax.random.PRNGKey(1), 8), ORACLE, ORACLE, cfg)
+        tg = shortcut.Shortcut(cfg).targets(jax.random.PRNGKey(i), gaussian_batch(jax.random.PRNGKey(1), 8), ORACLE, ORACLE)
         seen.update(np.asarray(tg.d)[:2].tolist())
     assert seen == set((2.0 ** -np.arange(8)).tolist())
 
@@ -124,7 +127,7 @@ def test_parts_use_disjoint_examples_and_cover_the_batch():
     x1 = jnp.arange(b, dtype=jnp.float32)[:, None] * jnp.ones((1, 3)) * 1000.0
     zero_model = lambda x, t, d, c: jnp.zeros_like(x)  # noqa: E731
     cfg = shortcut.Config(bootstrap_fraction=0.25, M=4)
-    tg = shortcut.targets(jax.random.PRNGKey(0), {"x": x1, "cond": None}, zero_model, zero_model, cfg)
+    tg = shortcut.Shortcut(cfg).targets(jax.random.PRNGKey(0), {"x": x1, "cond": None}, zero_model, zero_model)
     # x_t = (1-t) x0 + t x1 with |x0| ~ 1 identifies the source example (t > 0 except at t = 0).
     # Use the FM target v = x1 - x0 instead: it names the example for FM rows.
     fm_examples = np.round(np.asarray(tg.v_target)[8:, 0] / 1000.0).astype(int)
@@ -139,7 +142,7 @@ def test_parts_use_independent_noise():
     x1 = jnp.zeros((16, 3))
     cfg = shortcut.Config(bootstrap_fraction=0.5, M=2, t_sampling="uniform")
     zero_model = lambda x, t, d, c: jnp.zeros_like(x)  # noqa: E731
-    tg = shortcut.targets(jax.random.PRNGKey(0), {"x": x1, "cond": None}, zero_model, zero_model, cfg)
+    tg = shortcut.Shortcut(cfg).targets(jax.random.PRNGKey(0), {"x": x1, "cond": None}, zero_model, zero_model)
     noise_fm = -np.asarray(tg.v_target)[8:]  # v = x1 - x0 = -x0
     x_boot, t_boot = np.asarray(tg.x_t)[:8], np.asarray(tg.t)[:8]
     noise_boot = x_boot / (1 - t_boot)[:, None]
@@ -152,7 +155,7 @@ def test_bootstrap_uses_ema_or_live_weights():
     batch = gaussian_batch(jax.random.PRNGKey(0), 16)
     for use_ema, expected in ((True, 2.0), (False, 1.0)):
         cfg = shortcut.Config(bootstrap_fraction=0.5, bootstrap_ema=use_ema)
-        tg = shortcut.targets(jax.random.PRNGKey(0), batch, live, ema, cfg)
+        tg = shortcut.Shortcut(cfg).targets(jax.random.PRNGKey(0), batch, live, ema)
         np.testing.assert_allclose(np.asarray(tg.v_target)[:8], expected)
 
 
@@ -160,15 +163,15 @@ def test_clipping_of_intermediate_and_target():
     big = lambda x, t, d, c: 100 * jnp.ones_like(x)  # noqa: E731
     batch = gaussian_batch(jax.random.PRNGKey(0), 16)
     cfg = shortcut.Config(bootstrap_fraction=0.5, clip_target=4.0, clip_intermediate=4.0)
-    tg = shortcut.targets(jax.random.PRNGKey(0), batch, big, big, cfg)
+    tg = shortcut.Shortcut(cfg).targets(jax.random.PRNGKey(0), batch, big, big)
     np.testing.assert_allclose(np.asarray(tg.v_target)[:8], 4.0)
-    unclipped = shortcut.targets(jax.random.PRNGKey(0), batch, big, big, dataclasses.replace(cfg, clip_target=None))
+    unclipped = shortcut.Shortcut(dataclasses.replace(cfg, clip_target=None)).targets(jax.random.PRNGKey(0), batch, big, big)
     np.testing.assert_allclose(np.asarray(unclipped.v_target)[:8], 100.0)
 
 
 def test_t_on_grid_of_target_step():
     cfg = shortcut.Config(bootstrap_fraction=1.0, M=16, t_sampling="grid")
-    tg = shortcut.targets(jax.random.PRNGKey(0), gaussian_batch(jax.random.PRNGKey(0), 256), ORACLE, ORACLE, cfg)
+    tg = shortcut.Shortcut(cfg).targets(jax.random.PRNGKey(0), gaussian_batch(jax.random.PRNGKey(0), 256), ORACLE, ORACLE)
     t, d = np.asarray(tg.t), np.asarray(tg.d)
     np.testing.assert_allclose(np.round(t / d) * d, t, atol=1e-6)
     assert np.all(t + d <= 1 + 1e-6)
@@ -182,8 +185,8 @@ def test_bootstrap_cfg_baked_into_finest_level_only():
 
     x1 = jnp.zeros((32, 3))
     cond = jnp.arange(32, dtype=jnp.int32) % 10
-    cfg = shortcut.Config(bootstrap_fraction=1.0, M=4, bootstrap_cfg_scale=2.0, num_classes=10, class_dropout=0.0)
-    tg = shortcut.targets(jax.random.PRNGKey(0), {"x": x1, "cond": cond}, model, model, cfg)
+    cfg = shortcut.Config(bootstrap_fraction=1.0, M=4, bootstrap_cfg_scale=2.0)
+    tg = shortcut.Shortcut(cfg, ObjectiveContext(num_classes=10)).targets(jax.random.PRNGKey(0), {"x": x1, "cond": cond}, model, model)
     finest = np.asarray(tg.d) == 0.25
     v = np.asarray(tg.v_target)[:, 0]
     np.testing.assert_allclose(v[finest], 1.0 + 2.0 * (3.0 - 1.0))

@@ -50,35 +50,32 @@ def worker(spec: dict) -> None:
         initialize_distributed(
             ParallelConfig(coordinator_address=spec["coordinator"], num_processes=spec["num_processes"], process_id=spec["process_id"])
         )
-    from hydra import compose, initialize_config_module
-
-    from domains import build_domain
     from shortcutlib import parallel
     from shortcutlib.checkpoint import Checkpointer
+    from shortcutlib.config import compose_config
+    from shortcutlib.run import build_domain
     from shortcutlib.train.loop import build_run, state_shardings, train
 
-    with initialize_config_module("configs", version_base=None):
-        for job in spec["jobs"]:
-            cfg = compose("config", overrides=TINY + job.get("overrides", []))
-            domain = build_domain(cfg.domain)
-            if job["mode"] == "train":
-                state = train(cfg, domain, Path(job["run_dir"])).state
-            else:  # the placed initial state is the target: it carries this job's mesh
-                run = build_run(cfg, domain)
-                pcfg = parallel.ParallelConfig.from_cfg(cfg)
-                mesh = parallel.make_mesh(pcfg)
-                target = parallel.place(run.state, state_shardings(run.state, mesh, pcfg.fsdp_min_size))
-                state, _, _ = Checkpointer(Path(job["run_dir"]) / "checkpoints", async_save=False).restore(target)
-            leaves = jax.tree_util.tree_flatten_with_path(state)[0]
-            info = {
-                "devices": len(leaves[0][1].sharding.device_set),
-                "specs": {jax.tree_util.keystr(p): str(x.sharding.spec) for p, x in leaves},
-            }
-            host = parallel.gather(state)
-            if jax.process_index() == 0:
-                arrays = {jax.tree_util.keystr(p): np.asarray(x) for p, x in jax.tree_util.tree_flatten_with_path(host)[0]}
-                np.savez(job["out"], **arrays)
-                Path(job["out"]).with_suffix(".json").write_text(json.dumps(info))
+    for job in spec["jobs"]:
+        cfg = compose_config(TINY + job.get("overrides", []))
+        domain = build_domain(cfg)
+        if job["mode"] == "train":
+            state = train(cfg, domain, Path(job["run_dir"])).state
+        else:  # the placed initial state is the target: it carries this job's mesh
+            run = build_run(cfg, domain)
+            mesh = parallel.make_mesh(cfg.parallel)
+            target = parallel.place(run.state, state_shardings(run.state, mesh, cfg.parallel.fsdp_min_size))
+            state, _, _ = Checkpointer(Path(job["run_dir"]) / "checkpoints", async_save=False).restore(target)
+        leaves = jax.tree_util.tree_flatten_with_path(state)[0]
+        info = {
+            "devices": len(leaves[0][1].sharding.device_set),
+            "specs": {jax.tree_util.keystr(p): str(x.sharding.spec) for p, x in leaves},
+        }
+        host = parallel.gather(state)
+        if jax.process_index() == 0:
+            arrays = {jax.tree_util.keystr(p): np.asarray(x) for p, x in jax.tree_util.tree_flatten_with_path(host)[0]}
+            np.savez(job["out"], **arrays)
+            Path(job["out"]).with_suffix(".json").write_text(json.dumps(info))
 
 
 # ---------------------------------------------------------------- helpers for the tests
@@ -189,17 +186,16 @@ def test_bfloat16_compute_keeps_float32_state_and_loss():
     """model.dtype=bfloat16 is mixed precision: bf16 matmuls, f32 params/optimizer state/loss."""
     import jax
     import jax.numpy as jnp
-    from hydra import compose, initialize_config_module
 
-    from domains import build_domain
     from shortcutlib import parallel
+    from shortcutlib.config import compose_config
+    from shortcutlib.run import build_domain
     from shortcutlib.train.loop import build_run, sharded_train_step, state_shardings
 
-    with initialize_config_module("configs", version_base=None):
-        cfg = compose("config", overrides=TINY + ["model.dtype=bfloat16", "parallel.devices=1"])
-    domain = build_domain(cfg.domain)
+    cfg = compose_config(TINY + ["model.dtype=bfloat16", "parallel.devices=1"])
+    domain = build_domain(cfg)
     run = build_run(cfg, domain)
-    mesh = parallel.make_mesh(parallel.ParallelConfig.from_cfg(cfg))
+    mesh = parallel.make_mesh(cfg.parallel)
     shardings = state_shardings(run.state, mesh, 256)
     step = sharded_train_step(run, cfg, mesh, shardings)
     batch = {"x": np.random.default_rng(0).normal(size=(16, 2)).astype(np.float32), "cond": None}

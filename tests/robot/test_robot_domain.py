@@ -14,11 +14,17 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from domains.base import Domain
+from shortcutlib.config import compose_config, typed
+from shortcutlib.domain import Domain
+from shortcutlib.nn.mlp import ResidualMLP
 from domains.robot.chunking import make_windows
 from domains.robot.datasets import Episodes
-from domains.robot.domain import RobotDomain, load_config
+from domains.robot.domain import RobotConfig, RobotDomain
 from domains.robot.normalize import Normalizer
+
+def robot_config(values: dict) -> RobotConfig:
+    return typed(RobotConfig, values, "domain")
+
 
 TINY = {"obs_horizon": 2, "horizon": 4, "action_horizon": 2, "val_fraction": 0.25, "split_seed": 0, "action_norm": "minmax"}
 
@@ -46,31 +52,30 @@ def write_hdf5(path: Path, episodes: Episodes) -> Path:
 
 @pytest.fixture
 def domain(tmp_path) -> RobotDomain:
-    return RobotDomain({"source": "hdf5", "path": str(write_hdf5(tmp_path / "demo.hdf5", tiny_episodes())), **TINY})
+    return RobotDomain(robot_config({"source": "hdf5", "path": str(write_hdf5(tmp_path / "demo.hdf5", tiny_episodes())), **TINY}))
 
 
-def test_config_defaults_and_presets():
-    cfg = load_config({"task": "pointmaze_large"})
-    assert cfg.name == "robot" and cfg.source == "local"
-    assert cfg.num_demos == cfg.presets.pointmaze_large.num_demos and cfg.dataset_id == "D4RL/pointmaze/large-v2"
-    assert load_config({"task": "pointmaze_large", "num_demos": 7}).num_demos == 7
-    assert (cfg.horizon, cfg.action_horizon) == (16, 4)  # no window preset: the fallback
-    reacher = load_config({"task": "reacher"})
-    assert (reacher.horizon, reacher.action_horizon) == (8, 2)  # the reacher preset re-plans often
-    assert load_config({"task": "reacher", "horizon": 16}).horizon == 16
+def robot(*overrides: str):
+    return compose_config(["domain=robot", *overrides])
+
+
+def test_task_presets_are_a_config_group():
+    large = robot("task=pointmaze_large")
+    assert large.domain.name == "robot" and large.domain.source == "local" and large.domain.task == "pointmaze_large"
+    assert large.domain.num_demos == 300 and large.domain.dataset_id == "D4RL/pointmaze/large-v2"
+    assert robot("task=pointmaze_large", "domain.num_demos=7").domain.num_demos == 7
+    assert (large.domain.horizon, large.domain.action_horizon) == (16, 4)  # no window preset: the defaults
+    reacher = robot().domain  # the default task
+    assert reacher.task == "reacher" and (reacher.horizon, reacher.action_horizon) == (8, 2)  # re-plans often
+    assert robot("domain.horizon=16").domain.horizon == 16
     with pytest.raises(ValueError, match="source"):
-        load_config({"source": "web"})
+        robot("domain.source=web")
 
 
 def test_training_steps_follow_the_task_preset():
-    from shortcutlib.config import compose_config
-
-    def steps(*overrides):
-        return compose_config(["domain=robot", *overrides]).train.steps
-
-    assert steps() == 16000  # the reacher preset
-    assert steps("domain.task=pointmaze_large") == 8000  # no preset value: the fallback
-    assert steps("train.steps=300") == 300
+    assert robot().train.steps == 16000  # the reacher preset
+    assert robot("task=pointmaze_large").train.steps == 8000  # no preset value: the domain's
+    assert robot("train.steps=300").train.steps == 300
 
 
 def test_batches_are_raw_chunks_with_normalised_histories(domain):
@@ -116,9 +121,7 @@ def test_eval_data_and_sample_cond_come_from_validation(domain):
 
 def test_state_round_trip_through_json(domain, tmp_path):
     state = json.loads(json.dumps(domain.state()))
-    other = RobotDomain(
-        {"source": "hdf5", "path": str(write_hdf5(tmp_path / "other.hdf5", tiny_episodes(seed=9))), **TINY}
-    )
+    other = RobotDomain(robot_config({"source": "hdf5", "path": str(write_hdf5(tmp_path / "other.hdf5", tiny_episodes(seed=9))), **TINY}))
     assert other.codec != domain.codec
     other.load_state(state)
     assert other.codec == domain.codec and other.obs_normalizer == domain.obs_normalizer
@@ -135,7 +138,7 @@ def test_make_backbone_predicts_chunks(domain):
     from flax import nnx
 
     # Abstract build and call (shapes only): the wiring is under test, not the numerics.
-    model = nnx.eval_shape(lambda: domain.make_backbone({"name": "mlp", "hidden": 16, "depth": 1}, nnx.Rngs(0)))
+    model = nnx.eval_shape(lambda: domain.make_backbone(ResidualMLP.Config(_target_="shortcutlib.nn.mlp.ResidualMLP", hidden=16, depth=1), nnx.Rngs(0)))
     graphdef, params = nnx.split(model)
     batch = next(domain.train_data(3, 0))
     x = jnp.asarray(domain.codec.encode(batch["x"]))
@@ -195,11 +198,12 @@ def test_local_source_collects_once_then_reuses(tmp_path, monkeypatch):
         return {"hdf5": str(write_hdf5(out / "demos.hdf5", tiny_episodes(seed=seed))), "success_rate": 1.0}
 
     monkeypatch.setitem(sys.modules, "domains.robot.collect", types.SimpleNamespace(collect=fake_collect))
-    cfg = {"source": "local", "task": "reacher", "num_demos": 4, "data_dir": str(tmp_path), "expert": {"k": 1}, **TINY}
-    first = RobotDomain(cfg)
-    second = RobotDomain(cfg)
     # The reacher preset's executed-action noise reaches the collector and names the cache folder.
-    noise = float(load_config().presets.reacher.action_noise)
+    preset = robot("task=reacher").domain
+    noise = preset.action_noise
+    cfg = {"source": "local", "task": "reacher", "num_demos": 4, "data_dir": str(tmp_path), "expert": {"k": 1}, "action_noise": noise, **TINY}
+    first = RobotDomain(robot_config(cfg))
+    second = RobotDomain(robot_config(cfg))
     assert noise > 0
     assert calls == [("reacher", 4, 0, {"action_noise": noise, "k": 1})]
     np.testing.assert_array_equal(first.train_episodes.actions, second.train_episodes.actions)
@@ -224,12 +228,12 @@ def test_evaluate_end_to_end_on_reacher(tmp_path):
         "val_fraction": 0.2,
         "rollout": {"num_episodes": 2, "num_envs": 1},
     }
-    domain = RobotDomain(cfg)
+    domain = RobotDomain(robot_config(cfg))
     assert domain.obs_dim == 10 and domain.action_dim == 2
     # The Minari copy that collection writes alongside reads back to the same episodes.
     (folder,) = (tmp_path / "data").iterdir()
     minari_cfg = {"source": "minari", "path": str(folder / "minari"), "dataset_id": "shortcutlib/reacher/expert-v0"}
-    via_minari = RobotDomain({**cfg, **minari_cfg})
+    via_minari = RobotDomain(robot_config({**cfg, **minari_cfg}))
     np.testing.assert_array_equal(via_minari.train_episodes.observations, domain.train_episodes.observations)
     np.testing.assert_array_equal(via_minari.val_episodes.actions, domain.val_episodes.actions)
     obs_w, act_w = make_windows(domain.train_episodes, 2, 8)

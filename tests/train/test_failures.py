@@ -8,9 +8,9 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_module
+from shortcutlib.config import compose_config
 
-from domains import build_domain
+from shortcutlib.run import build_domain
 from shortcutlib.checkpoint import Checkpointer
 from shortcutlib.train.loop import NonFiniteLossError, build_run, train
 from tests.parallel.test_sharding import TINY
@@ -19,8 +19,7 @@ BAD_BATCH = 7  # the 8th batch is NaN, so step 8 is the first non-finite one
 
 
 def config(*overrides: str):
-    with initialize_config_module("configs", version_base=None):
-        return compose("config", overrides=TINY + list(overrides))
+    return compose_config(TINY + list(overrides))
 
 
 class PoisonedDomain:
@@ -61,7 +60,7 @@ def leaves(tree) -> list[np.ndarray]:
 def test_nonfinite_loss_stops_naming_step_and_checkpoint(tmp_path):
     cfg = config("train.steps=12", "train.ckpt_every=5", "train.log_every=10")
     with pytest.raises(NonFiniteLossError) as err:
-        train(cfg, PoisonedDomain(build_domain(cfg.domain)), tmp_path)
+        train(cfg, PoisonedDomain(build_domain(cfg)), tmp_path)
     message = str(err.value)
     assert "at step 8." in message
     assert f"Last good checkpoint: {tmp_path / 'checkpoints' / '5'}." in message
@@ -72,7 +71,7 @@ def test_nonfinite_loss_stops_naming_step_and_checkpoint(tmp_path):
 
 def test_skip_mode_drops_the_bad_update_and_keeps_ema_finite(tmp_path):
     cfg = config("train.steps=10", "train.ckpt_every=7", "train.keep_checkpoints=5", "train.on_nonfinite=skip")
-    domain = PoisonedDomain(build_domain(cfg.domain))
+    domain = PoisonedDomain(build_domain(cfg))
     final = train(cfg, domain, tmp_path).state
     assert checkpoint_steps(tmp_path / "checkpoints") == [7, 10]
     before, _, _ = restore(tmp_path / "checkpoints", build_run(cfg, domain).state, 7)
@@ -105,7 +104,7 @@ def corrupt(step_dir: Path) -> None:
 
 def test_corrupted_checkpoint_falls_back_to_the_previous_one(tmp_path, caplog):
     cfg = config("train.steps=10", "train.ckpt_every=5")
-    domain = build_domain(cfg.domain)
+    domain = build_domain(cfg)
     reference = leaves(train(cfg, domain, tmp_path).state)
     ckpt_dir = tmp_path / "checkpoints"
     corrupt(ckpt_dir / "10")
@@ -122,7 +121,7 @@ def test_corrupted_checkpoint_falls_back_to_the_previous_one(tmp_path, caplog):
 
 def test_partial_checkpoint_falls_back(tmp_path, caplog):
     cfg = config("train.steps=4", "train.ckpt_every=2")
-    domain = build_domain(cfg.domain)
+    domain = build_domain(cfg)
     run = build_run(cfg, domain)
     initial = leaves(run.state)
     train(cfg, domain, tmp_path, run=run)

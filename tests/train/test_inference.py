@@ -4,7 +4,7 @@ import jax
 import numpy as np
 import pytest
 
-from domains import build_domain
+from shortcutlib.run import build_domain
 from shortcutlib.inference import make_sample_fn
 from shortcutlib.train.loop import build_run
 from tests.utils import TINY_TOY, make_cfg
@@ -14,7 +14,7 @@ from tests.utils import TINY_TOY, make_cfg
 def perturbed_sample_fn(objective: str):
     """The sample_fn of a randomly perturbed tiny toy model (a zero-initialised head would be the identity map)."""
     cfg = make_cfg(TINY_TOY + [f"objective={objective}"])
-    domain = build_domain(cfg.domain)
+    domain = build_domain(cfg)
     run = build_run(cfg, domain)
     leaves, tree = jax.tree.flatten(run.state.params)
     keys = jax.random.split(jax.random.key(3), len(leaves))

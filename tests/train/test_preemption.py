@@ -12,9 +12,9 @@ from pathlib import Path
 
 import jax
 import numpy as np
-from hydra import compose, initialize_config_module
+from shortcutlib.config import compose_config
 
-from domains import build_domain
+from shortcutlib.run import build_domain
 from shortcutlib.checkpoint import Checkpointer
 from shortcutlib.train.loop import build_run, train
 from tests.parallel.test_sharding import ROOT, TINY, worker_env
@@ -54,9 +54,8 @@ def test_sigterm_saves_and_resume_matches_uninterrupted(tmp_path):
     assert f"Resumed from step {stopped}" in resumed.stdout + resumed.stderr
 
     # The same run without interruption, in this process.
-    with initialize_config_module("configs", version_base=None):
-        cfg = compose("config", overrides=OVERRIDES)
-    domain = build_domain(cfg.domain)
+    cfg = compose_config(OVERRIDES)
+    domain = build_domain(cfg)
     reference = train(cfg, domain, tmp_path / "reference").state
     ckpt = Checkpointer(out / "checkpoints", async_save=False)
     assert ckpt.latest_step() == STEPS

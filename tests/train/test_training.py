@@ -4,7 +4,7 @@ import jax
 import numpy as np
 import pytest
 
-from domains import build_domain
+from shortcutlib.run import build_domain
 from shortcutlib.inference import make_sample_fn
 from shortcutlib.metrics.distances import sliced_wasserstein
 from shortcutlib.train.logging import read_metrics
@@ -23,7 +23,7 @@ def one_step_distance(cfg, domain, run, params):
 def test_short_training_lowers_loss_and_improves_one_step_samples(tmp_path, prediction):
     overrides = ["train.steps=300", "train.lr=3e-3", "train.ema_decay=0.9", "model.hidden=64", f"model.prediction={prediction}"]
     cfg = make_cfg(TINY_TOY + overrides)
-    domain = build_domain(cfg.domain)
+    domain = build_domain(cfg)
     run = build_run(cfg, domain)
     before = one_step_distance(cfg, domain, run, run.state.params)
     result = train(cfg, domain, tmp_path, run=run)
@@ -45,12 +45,12 @@ def test_resume_equals_uninterrupted(tmp_path):
     # A schedule that does not depend on train.steps, so the 10-step run is the first half of the 20-step one.
     base = TINY_TOY + ["train.ckpt_every=0", "train.ema_decay=0.9", "train.schedule=constant", "train.warmup_steps=3"]
     full_cfg = make_cfg(base + ["train.steps=20"])
-    domain = build_domain(full_cfg.domain)
+    domain = build_domain(full_cfg)
     full = train(full_cfg, domain, tmp_path / "full")
 
     half_cfg = make_cfg(base + ["train.steps=10"])
-    first = train(half_cfg, build_domain(half_cfg.domain), tmp_path / "split")
+    first = train(half_cfg, build_domain(half_cfg), tmp_path / "split")
     assert int(first.state.step) == 10
-    resumed = train(full_cfg, build_domain(full_cfg.domain), tmp_path / "split")
+    resumed = train(full_cfg, build_domain(full_cfg), tmp_path / "split")
     assert int(resumed.state.step) == 20
     assert_trees_equal(full.state, resumed.state)
