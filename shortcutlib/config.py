@@ -304,7 +304,13 @@ def config_groups() -> list[str]:
 
 
 def group_options(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONFIG_ROOT / group).glob("*.yaml"))
+    """The options of a config group: its YAML files, and nodes stored in Hydra's ConfigStore."""
+    from hydra.core.config_store import ConfigStore
+
+    stored = ConfigStore.instance().repo.get(group, {})
+    names = {p.stem for p in (CONFIG_ROOT / group).glob("*.yaml")}
+    names |= {name.removesuffix(".yaml") for name, node in stored.items() if not isinstance(node, dict)}
+    return sorted(names)
 
 
 def hydra_overrides(args: Sequence[str]) -> list[str]:

@@ -82,7 +82,7 @@ class ImageConfig(DomainConfig):
     source: str = "imagenet"  # imagenet | celebahq | image_folder
     data_dir: Optional[str] = None  # TFDS data_dir, or the image folder
     manual_dir: Optional[str] = None  # TFDS manual files (only named in the preparation hint)
-    latents_dir: Optional[str] = None  # pre-encoded latents (python -m domains.images.latents ...); null: encode on the fly
+    latents_dir: Optional[str] = None  # pre-encoded latents (python -m domains.images.encode_latents ...); null: encode on the fly
     eval_latents_dir: Optional[str] = None  # latents of the held-out split for eval_data (null: the training latents)
     vae_path: Optional[str] = None  # sd-vae-ft-mse folder: config.json + diffusion_pytorch_model.safetensors
     vae_batch_size: int = 32  # VAE encode/decode chunk (device memory)
@@ -269,8 +269,8 @@ class ImageDomain:
         if not weights or not Path(weights).expanduser().is_file():
             raise FileNotFoundError(
                 f"FID needs the Inception weights: set domain.fid.weights (now {weights!r}) to pytorch-fid's "
-                "pt_inception-2015-12-05-6726825d.pth or its .npz (python -m shortcutlib.metrics.inception_weights "
-                "convert ...), or run with eval.enabled=false."
+                "pt_inception-2015-12-05-6726825d.pth or its .npz (python -m shortcutlib.cli.convert_inception "
+                "...), or run with eval.enabled=false."
             )
         if not ref_stats or not Path(ref_stats).expanduser().is_file():
             raise FileNotFoundError(

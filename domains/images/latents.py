@@ -1,7 +1,5 @@
-"""Encode an image dataset once with the VAE, and read the latents back for training.
-
-    python -m domains.images.latents --source imagenet --data-dir ~/tensorflow_datasets \\
-        --vae ~/weights/sd-vae-ft-mse --out ~/latents/imagenet256 [--batch-size 64] [--flip]
+"""Encode an image dataset once with the VAE, and read the latents back for training
+(the command is ``python -m domains.images.encode_latents``).
 
 Writes ``<out>/meta.json`` and shards ``shard-00000.latents.npy`` / ``shard-00000.labels.npy``.
 Shard ``k`` holds examples ``k * shard_size ... (k + 1) * shard_size - 1`` of the split, in
@@ -20,11 +18,9 @@ flips), so random flips stay exact at twice the disk.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
-import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -38,7 +34,6 @@ from domains.images.sources import (
     epoch_batches,
     flip_rng,
     image_batches,
-    open_source,
     ordered_batches,
     process_shard,
 )
@@ -179,7 +174,7 @@ def read_meta(directory: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise DataMissingError(
             f"No pre-encoded latents at {path.parent} ({META_FILE} missing). Create them with\n"
-            "  python -m domains.images.latents --source <imagenet|celebahq|image_folder> --data-dir <data_dir> "
+            "  python -m domains.images.encode_latents --source <imagenet|celebahq|image_folder> --data-dir <data_dir> "
             f"--vae <sd-vae-ft-mse folder> --out {path.parent}"
         )
     return json.loads(path.read_text())
@@ -200,7 +195,7 @@ class LatentSource:
         if missing:
             raise DataMissingError(
                 f"{len(missing)} of {self.meta['num_shards']} latent shards in {self.directory} are missing "
-                f"(first: {missing[0]}); rerun the same `python -m domains.images.latents ...` command to finish them."
+                f"(first: {missing[0]}); rerun the same `python -m domains.images.encode_latents ...` command to finish them."
             )
         shards = range(self.meta["num_shards"])
         self._latents = [np.load(shard_paths(self.directory, s)[0], mmap_mode="r") for s in shards]
@@ -247,53 +242,3 @@ class LatentSource:
             variant = flip_mask(flip_rng(seed, number), len(idx)).astype(np.int64) if self.flip else None
             cond = self.labels[idx] if conditional and self.num_classes > 0 else None
             yield {"x": self.read(idx, variant), "cond": cond}
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m domains.images.latents", description="Pre-encode an image dataset with the VAE (resumable)."
-    )
-    parser.add_argument("--source", required=True, choices=["imagenet", "celebahq", "image_folder"])
-    parser.add_argument("--data-dir", required=True, help="TFDS data_dir, or the image folder")
-    parser.add_argument("--manual-dir", default=None, help="where the raw archives are (named in the preparation hint)")
-    parser.add_argument("--vae", required=True, help="folder with the diffusers config.json and safetensors weights")
-    parser.add_argument("--out", required=True, help="output directory for meta.json and shards")
-    parser.add_argument("--split", default="train", choices=["train", "eval"])
-    parser.add_argument("--image-size", type=int, default=256)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--shard-size", type=int, default=8192, help="examples per shard (a multiple of --batch-size)")
-    parser.add_argument("--flip", action="store_true", help="also store the latents of the mirrored images")
-    parser.add_argument("--dtype", default="float16", choices=["float16", "float32"])
-    parser.add_argument("--num-workers", type=int, default=8, help="decoding threads")
-    parser.add_argument("--max-shards", type=int, default=None, help="stop after this many new shards")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        source = open_source(args.source, args.split, args.data_dir, manual_dir=args.manual_dir)
-    except DataMissingError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    from domains.images.vae import VAECodec, load_vae
-
-    codec = VAECodec(load_vae(args.vae), chunk_size=args.batch_size)
-    out = encode_dataset(
-        source,
-        codec,
-        args.out,
-        source_name=args.source,
-        split=args.split,
-        image_size=args.image_size,
-        batch_size=args.batch_size,
-        shard_size=args.shard_size,
-        flip=args.flip,
-        dtype=args.dtype,
-        num_workers=args.num_workers,
-        max_shards=args.max_shards,
-        extra_meta={"vae": str(Path(args.vae).expanduser().resolve()), "classes": getattr(source, "classes", None)},
-    )
-    print(f"latents in {out}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -3,10 +3,10 @@
 Pipeline: images (NHWC, values in [0, 1] or uint8) -> bilinear resize to 299x299
 (torch's ``F.interpolate(mode="bilinear", align_corners=False)``, no antialiasing,
 also when shrinking) -> scale to [-1, 1] -> FID Inception-V3 pool3 features (2048)
--> mean and covariance (float64) -> Fréchet distance with ``scipy.linalg.sqrtm``.
+-> mean and covariance (float64) -> Fréchet distance (``shortcutlib.metrics.frechet``).
 
 Reference statistics are ``.npz`` files with keys ``mu`` and ``sigma``, the format
-pytorch-fid reads and writes; ``python -m shortcutlib.metrics.fid_stats`` makes them.
+pytorch-fid reads and writes; ``python -m shortcutlib.cli.fid_stats`` makes them.
 """
 
 from __future__ import annotations
@@ -210,7 +210,7 @@ def load_statistics(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     if not Path(path).is_file():
         raise FileNotFoundError(
             f"FID statistics '{path}' not found: write them with "
-            "`python -m shortcutlib.metrics.fid_stats --images-dir DIR|--npy FILE --weights FILE --out STATS.npz`"
+            "`python -m shortcutlib.cli.fid_stats --images-dir DIR|--npy FILE --weights FILE --out STATS.npz`"
         )
     with np.load(path) as data:
         return data["mu"][:], data["sigma"][:]

@@ -6,7 +6,7 @@ Two file formats hold the same tensors under the same (torch state_dict) names:
   Reading it needs torch.
 * ``.npz``: the same state_dict as numpy arrays, written once by
 
-      python -m shortcutlib.metrics.inception_weights convert \\
+      python -m shortcutlib.cli.convert_inception \\
           --pth pt_inception-2015-12-05-6726825d.pth --out fid_inception.npz
 
   Reading it needs only numpy.
@@ -16,7 +16,6 @@ Nothing is downloaded: the file is always supplied by the user.
 
 from __future__ import annotations
 
-import argparse
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -53,7 +52,7 @@ def _missing_weights_message(path: str | os.PathLike | None) -> str:
     return (
         f"FID Inception weights {where}. Supply pytorch-fid's weights file "
         f"{WEIGHTS_FILENAME} ({WEIGHTS_URL}) or an .npz converted from it with "
-        "`python -m shortcutlib.metrics.inception_weights convert --pth "
+        "`python -m shortcutlib.cli.convert_inception --pth "
         f"{WEIGHTS_FILENAME} --out fid_inception.npz`, and pass its path "
         f"(or set {WEIGHTS_ENV_VAR})."
     )
@@ -74,8 +73,8 @@ def _read_pth(path: Path) -> dict[str, np.ndarray]:
     except ImportError as err:
         raise ImportError(
             f"Reading '{path}' needs torch: `pip install torch`, or convert it once to .npz "
-            f"on a machine that has torch with `python -m shortcutlib.metrics.inception_weights "
-            f"convert --pth {path} --out fid_inception.npz` and pass the .npz instead."
+            f"on a machine that has torch with `python -m shortcutlib.cli.convert_inception "
+            f"--pth {path} --out fid_inception.npz` and pass the .npz instead."
         ) from err
     state = torch.load(path, map_location="cpu", weights_only=True)
     return {k: v.detach().cpu().numpy() for k, v in state.items()}
@@ -160,18 +159,3 @@ def convert(pth: str | os.PathLike, out: str | os.PathLike) -> Path:
     with open(out, "wb") as f:  # a file object keeps the name as given (no added .npz)
         np.savez(f, **used)
     return out
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m shortcutlib.metrics.inception_weights")
-    sub = parser.add_subparsers(dest="command", required=True)
-    conv = sub.add_parser("convert", help="convert the pytorch-fid .pth to a torch-free .npz")
-    conv.add_argument("--pth", required=True, help=f"path to {WEIGHTS_FILENAME}")
-    conv.add_argument("--out", required=True, help="output .npz path")
-    args = parser.parse_args(argv)
-    written = convert(args.pth, args.out)
-    print(f"wrote {written}")
-
-
-if __name__ == "__main__":
-    main()

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from domains.images import encode_latents
 from domains.images import latents as latents_mod
 from domains.images.domain import ImageConfig, ImageDomain
 from domains.images.preprocess import to_model_range
@@ -125,7 +126,7 @@ def cli_latents(image_dir, vae_dir, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("latents") / "image_folder"
     args = ["--source", "image_folder", "--data-dir", str(image_dir), "--vae", str(vae_dir), "--out", str(out),
             "--image-size", str(IMAGE_SIZE), "--batch-size", "2", "--shard-size", "4", "--num-workers", "2", "--flip"]
-    assert latents_mod.main(args) == 0
+    assert encode_latents.main(args) == 0
     return out
 
 

@@ -169,7 +169,7 @@ def test_tfrecord_preparation_is_refused_with_the_fix(tmp_path):
 
 def test_cli_exits_nonzero_with_instructions_when_data_missing(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "domains.images.latents", "--source", "imagenet", "--data-dir", str(tmp_path),
+        [sys.executable, "-m", "domains.images.encode_latents", "--source", "imagenet", "--data-dir", str(tmp_path),
          "--vae", str(tmp_path / "vae"), "--out", str(tmp_path / "latents")],
         capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2], timeout=120,
     )

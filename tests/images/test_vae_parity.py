@@ -17,9 +17,9 @@ from flax import nnx
 pytest.importorskip("safetensors")
 from safetensors.numpy import load_file, save_file  # noqa: E402
 
-from shortcutlib.domain import Codec  # noqa: E402
 from domains.images import vae_weights  # noqa: E402
 from domains.images.vae import AutoencoderKL, VAECodec, VAEConfig, load_vae  # noqa: E402
+from shortcutlib.domain import Codec  # noqa: E402
 
 ATOL = 1e-4
 

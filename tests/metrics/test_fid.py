@@ -15,16 +15,16 @@ Nothing is downloaded: weights are random and seeded by tensor name.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
+import warnings
 import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
-import scipy.linalg
 
-from shortcutlib.metrics import fid, fid_stats
+from shortcutlib.cli import convert_inception, fid_stats
+from shortcutlib.metrics import fid
 from shortcutlib.metrics import inception_weights as iw
 from shortcutlib.metrics.inception import FIDInceptionV3
 
@@ -33,7 +33,6 @@ REFERENCE_FILE = Path(__file__).with_name("pytorch_fid_reference.npz")
 # Feature-parity cases: name -> (image seed, count, size); 64x64 exercises the resize.
 FEATURE_CASES = {"features_64": (11, 2, (64, 64)), "features_299": (12, 1, (299, 299))}
 FRECHET_SEEDS = (0, 1, 2)
-EPS_PATH_SEED = 5
 
 
 def _random_tensor(name: str, shape: tuple[int, ...]) -> np.ndarray:
@@ -115,7 +114,7 @@ def test_npz_loads_without_torch_and_pth_asks_for_it(npz_weights, tmp_path, monk
         np.testing.assert_array_equal(model.Mixed_7c.branch_pool.var[...], data["Mixed_7c.branch_pool.bn.running_var"])
     pth = tmp_path / iw.WEIGHTS_FILENAME
     pth.write_bytes(b"not read")
-    with pytest.raises(ImportError, match=r"pip install torch.*shortcutlib\.metrics\.inception_weights convert"):
+    with pytest.raises(ImportError, match=r"pip install torch.*shortcutlib\.cli\.convert_inception"):
         iw.load_inception(pth)
 
 
@@ -161,54 +160,40 @@ def test_frechet_distance_closed_form():
     assert abs(fid.frechet_distance(mu, sigma, mu, sigma)) < 1e-10
 
 
-@contextlib.contextmanager
-def _first_root_not_finite():
-    """Make the first sqrtm of each distance non-finite, forcing the eps-offset path."""
-    real_sqrtm = scipy.linalg.sqrtm
-    calls = []
-
-    def patched(a, *args, **kwargs):
-        calls.append(1)
-        if len(calls) % 2 == 1:
-            nan = np.full_like(a, np.nan)
-            return (nan, np.inf) if kwargs.get("disp", True) is False else nan
-        return real_sqrtm(a)
-
-    scipy.linalg.sqrtm = patched
-    try:
-        yield calls
-    finally:
-        scipy.linalg.sqrtm = real_sqrtm
-
-
 def _frechet_outputs(distance) -> np.ndarray:
-    values = [distance(*_random_gaussians(seed, 32)) for seed in FRECHET_SEEDS]
-    with _first_root_not_finite() as calls:
-        values.append(distance(*_random_gaussians(EPS_PATH_SEED, 16), eps=1e-2))
-    assert len(calls) == 2
-    return np.array(values, dtype=np.float64)
+    return np.array([distance(*_random_gaussians(seed, 32)) for seed in FRECHET_SEEDS], dtype=np.float64)
 
 
 def test_frechet_distance_matches_stored_pytorch_fid_output(stored_reference):
-    ours = _frechet_outputs(fid.frechet_distance)
-    np.testing.assert_allclose(ours, stored_reference["frechet"], rtol=1e-9)
-    # The eps offset did change the last value.
-    assert ours[-1] != pytest.approx(fid.frechet_distance(*_random_gaussians(EPS_PATH_SEED, 16)), rel=1e-6)
+    """pytorch-fid's values on well-conditioned covariances (its sqrtm path), to rounding."""
+    np.testing.assert_allclose(_frechet_outputs(fid.frechet_distance), stored_reference["frechet"][: len(FRECHET_SEEDS)], rtol=1e-9)
 
 
-def test_frechet_distance_refuses_an_imaginary_root():
+def test_frechet_distance_of_singular_covariances_is_exact_and_silent():
+    """Rank-deficient covariances (fewer samples than features) are where sqrtm warns; the
+    eigendecomposition gives the exact value: equal commuting low-rank Gaussians are at 0."""
+    rng = np.random.default_rng(0)
+    basis = np.linalg.qr(rng.normal(size=(16, 16)))[0][:, :5]
+    sigma1 = basis @ np.diag([4.0, 3.0, 2.0, 1.0, 0.5]) @ basis.T
+    sigma2 = basis @ np.diag([1.0, 1.0, 1.0, 1.0, 2.0]) @ basis.T
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        value = fid.frechet_distance(np.zeros(16), sigma1, np.zeros(16), sigma2)
+        same = fid.frechet_distance(np.zeros(16), sigma1, np.zeros(16), sigma1)
+    expected = sum((np.sqrt(a) - np.sqrt(b)) ** 2 for a, b in zip([4, 3, 2, 1, 0.5], [1, 1, 1, 1, 2]))
+    assert value == pytest.approx(expected, rel=1e-9)
+    assert abs(same) < 1e-9
+
+
+def test_frechet_distance_refuses_a_matrix_that_is_no_covariance():
     indefinite = (np.zeros(2), np.diag([1.0, -1.0]), np.zeros(2), np.eye(2))
-    with pytest.raises(ValueError, match="Imaginary component"):
+    with pytest.raises(ValueError, match="not positive semi-definite"):
         fid.frechet_distance(*indefinite)
 
 
 def test_frechet_distance_matches_pytorch_fid():
     fid_score = pytest.importorskip("pytorch_fid.fid_score")
-    np.testing.assert_allclose(
-        _frechet_outputs(fid.frechet_distance), _frechet_outputs(fid_score.calculate_frechet_distance), rtol=1e-12
-    )
-    with pytest.raises(ValueError, match="Imaginary component"):
-        fid_score.calculate_frechet_distance(np.zeros(2), np.diag([1.0, -1.0]), np.zeros(2), np.eye(2))
+    np.testing.assert_allclose(_frechet_outputs(fid.frechet_distance), _frechet_outputs(fid_score.calculate_frechet_distance), rtol=1e-9)
 
 
 def test_statistics_roundtrip_and_missing_file(tmp_path):
@@ -218,7 +203,7 @@ def test_statistics_roundtrip_and_missing_file(tmp_path):
     loaded_mu, loaded_sigma = fid.load_statistics(path)
     np.testing.assert_array_equal(loaded_mu, mu)
     np.testing.assert_array_equal(loaded_sigma, sigma)
-    with pytest.raises(FileNotFoundError, match="shortcutlib.metrics.fid_stats"):
+    with pytest.raises(FileNotFoundError, match="shortcutlib.cli.fid_stats"):
         fid.load_statistics(tmp_path / "absent.npz")
 
 
@@ -384,7 +369,7 @@ def pth_weights(tmp_path_factory) -> Path:
 
 def test_pth_and_its_npz_conversion_give_identical_features(pth_weights, features, tmp_path):
     out = tmp_path / "converted.npz"
-    iw.main(["convert", "--pth", str(pth_weights), "--out", str(out)])
+    convert_inception.main(["--pth", str(pth_weights), "--out", str(out)])
     with np.load(out) as data:
         assert not any(k.startswith("fc.") or k.endswith("num_batches_tracked") for k in data.files)
     images = _images(12, BATCH, (40, 40))
@@ -394,9 +379,10 @@ def test_pth_and_its_npz_conversion_give_identical_features(pth_weights, feature
 
 
 def _write_reference() -> None:
+    from importlib.metadata import version
+
     import torch
     import torchvision
-    from importlib.metadata import version
 
     model, _ = _pytorch_fid_model(_random_state())
     outputs = _pytorch_fid_outputs(model)

@@ -8,10 +8,10 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from shortcutlib.config import compose_config
 
-from shortcutlib.run import build_domain
 from shortcutlib.checkpoint import Checkpointer
+from shortcutlib.config import compose_config
+from shortcutlib.run import build_domain
 from shortcutlib.train.loop import NonFiniteLossError, build_run, train
 from tests.parallel.test_sharding import TINY
 

@@ -4,8 +4,8 @@ import jax
 import numpy as np
 import pytest
 
-from shortcutlib.run import build_domain
 from shortcutlib.inference import make_sample_fn
+from shortcutlib.run import build_domain
 from shortcutlib.train.loop import build_run
 from tests.utils import TINY_TOY, make_cfg
 

@@ -5,12 +5,12 @@ import json
 import jax
 import numpy as np
 import pytest
-from shortcutlib.config import compose_config
 
-from shortcutlib.run import build_domain
+from shortcutlib.config import compose_config
 from shortcutlib.objectives import reflow
 from shortcutlib.objectives.base import split_steps
 from shortcutlib.objectives.flow_matching import FlowMatching
+from shortcutlib.run import build_domain
 from shortcutlib.train import phases
 from shortcutlib.train.loop import build_run
 

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import jax
 import numpy as np
-from shortcutlib.config import compose_config
 
-from shortcutlib.run import build_domain
 from shortcutlib.checkpoint import Checkpointer
+from shortcutlib.config import compose_config
+from shortcutlib.run import build_domain
 from shortcutlib.train.loop import build_run, train
 from tests.parallel.test_sharding import ROOT, TINY, worker_env
 

@@ -1,12 +1,14 @@
 """Training lowers the loss and moves 1-step samples toward the data; resume is exact."""
 
+import shutil
+
 import jax
 import numpy as np
 import pytest
 
-from shortcutlib.run import build_domain
 from shortcutlib.inference import make_sample_fn
 from shortcutlib.metrics.distances import sliced_wasserstein
+from shortcutlib.run import build_domain
 from shortcutlib.train.logging import read_metrics
 from shortcutlib.train.loop import build_run, train
 from tests.utils import TINY_TOY, make_cfg
@@ -54,3 +56,18 @@ def test_resume_equals_uninterrupted(tmp_path):
     resumed = train(full_cfg, build_domain(full_cfg), tmp_path / "split")
     assert int(resumed.state.step) == 20
     assert_trees_equal(full.state, resumed.state)
+
+
+def test_resume_after_a_kill_leaves_one_history(tmp_path):
+    """A run killed after its last checkpoint logged steps it trains again on resume: those rows
+    are superseded, so metrics.jsonl is one curve, equal to the uninterrupted run's."""
+    cfg = make_cfg(TINY_TOY + ["train.steps=10", "train.ckpt_every=4", "train.log_every=2", "train.keep_checkpoints=5"])
+    train(cfg, build_domain(cfg), tmp_path / "run")
+    uninterrupted = read_metrics(tmp_path / "run" / "metrics.jsonl", "train")
+    # As if killed right after logging step 10, with step 4 the newest checkpoint on disk.
+    for step in (8, 10):
+        shutil.rmtree(tmp_path / "run" / "checkpoints" / str(step))
+    train(cfg, build_domain(cfg), tmp_path / "run")
+    resumed = read_metrics(tmp_path / "run" / "metrics.jsonl", "train")
+    assert [r["step"] for r in resumed] == [2, 4, 6, 8, 10]
+    assert [r["loss"] for r in resumed] == pytest.approx([r["loss"] for r in uninterrupted], rel=1e-6)

@@ -1,0 +1,1 @@
+"""Command-line entry points, each a thin module over the library: ``python -m shortcutlib.cli.<name>``."""
