@@ -54,8 +54,8 @@ SETTINGS: dict[str, dict[str, list[str]]] = {
                   "domain.eval_samples=256", "domain.flow_steps=50"],
     },
     "digits": {
-        # The MLP predicts the clean digit (model.prediction=data), for every method: measured on the
-        # shortcut row, the velocity output left 1-step samples noisy (fd@1 2.7 vs 1.4; see the reading).
+        # The MLP predicts the clean digit (model.prediction=data), for every method: on the shortcut
+        # row the velocity output left 1-step samples noisy (see the reading in the results file).
         "full": ["domain=digits", "model=mlp", "model.hidden=256", "model.depth=3", "model.prediction=data",
                  "model.min_remaining=0.2", "train.batch_size=128", "train.steps=2500"],
         "quick": ["domain=digits", "model=mlp", "model.hidden=32", "model.depth=1", "model.prediction=data",

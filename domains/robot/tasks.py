@@ -30,8 +30,7 @@ import numpy as np
 from domains.robot.experts import Expert
 
 # Reacher success: fingertip within 2 cm of the target centre at the final step. The
-# fingertip sphere has radius 1 cm and the target 0.9 cm, so 2 cm means touching; the
-# expert ends within 0.1 mm and a random policy within 2 cm in about 1% of episodes.
+# fingertip sphere has radius 1 cm and the target 0.9 cm, so 2 cm means touching.
 REACHER_SUCCESS_RADIUS = 0.02
 RENDER_SIZE = 256  # video frames (software rendering time grows with pixels; 480 is Gymnasium's default)
 

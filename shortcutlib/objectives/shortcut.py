@@ -17,9 +17,9 @@ Differences from the public reference code, each deliberate (tests cover them):
   32, leaving only d = 1 trained);
 - the coarse sizes get more examples (share of size 2^-j ~ ``level_decay``^j, 0.5 by
   default: half on d = 1), like the reference's ``bootstrap_dt_bias``: the coarse sizes
-  are the hardest to fit and inherit the errors of every finer size below them. Measured
-  against equal shares (``level_decay=1``): better 1-step digits in every seed, somewhat
-  worse 4- and 128-step samples on a 2-D ring, where the fine sizes matter more;
+  are the hardest to fit and inherit the errors of every finer size below them (against
+  equal shares, ``level_decay=1``: benchmarks/results/paper_table_digits.md and
+  toy2d_gmm_ring.md);
 - the flow-matching and bootstrap parts use disjoint examples and independent keys (the
   reference uses the first eighth twice and the last eighth never, with shared keys).
 """
