@@ -4,8 +4,8 @@ One step of size 2d must equal two steps of size d:
 
     s(x_t, t, 2d) = ( s(x_t, t, d) + s(x_t + d s(x_t, t, d), t + d, d) ) / 2
 
-Trained sizes are ``{1/M, ..., 1/2, 1}``; the finest size 1/M is bootstrapped from two
-flow-matching (d = 0) half steps, so every size down to the instantaneous velocity is tied
+Trained sizes are ``{1/M, ..., 1/2, 1}``; the finest size 1/M is bootstrapped from Heun's step
+of the flow-matching (d = 0) velocity, so every size down to the instantaneous velocity is tied
 together and any budget ``n`` can be sampled with ``d = 1/n``.
 
 Differences from the public reference code, each deliberate (tests cover them):
@@ -42,9 +42,10 @@ from shortcutlib.objectives.common import (
     head_then_flow_matching,
     interpolate,
     maybe_clip,
+    take,
     two_step_velocity,
 )
-from shortcutlib.velocity import VelocityFn, guided_velocity
+from shortcutlib.velocity import VelocityFn, null_cond
 
 
 @dataclass
@@ -97,19 +98,32 @@ def assign_levels(key: jax.Array, n: int, levels: int, decay: float = 1.0) -> ja
     return jnp.searchsorted(upper, position, side="right")
 
 
+def guided_rows(n: int, levels: int, decay: float) -> int:
+    """An upper bound on the examples of the finest level among ``n`` (they come last, see
+    ``assign_levels``): the rows that need a guided teacher when guidance is baked in."""
+    return min(n, math.ceil(n * level_shares(levels, decay)[-1] - 1e-9))
+
+
 def bootstrap_part(
     key: jax.Array, x1: jax.Array, cond: Any, teacher: VelocityFn, cfg: Config, *, class_dropout: float = 0.0, num_classes: int = 0
 ) -> Targets:
-    """Self-consistency targets for sizes 2^-j, from two half steps of the (stop-gradient) teacher."""
+    """Self-consistency targets for sizes 2^-j from the (stop-gradient) teacher.
+
+    A size d > 1/M is two Euler steps of size d/2 of the teacher's d/2 shortcut. The finest size
+    1/M is Heun's step of size 1/M on the instantaneous velocity (d = 0): its second query,
+    t + 1/M, lies on the grid where the flow-matching part trains t, and it is a second-order
+    estimate of the average velocity (two Euler half steps would query t + 1/2M, a time the d = 0
+    level never sees, and be first order). Guidance baked into the targets applies to the
+    finest size only (the coarser ones inherit it), so only the finest rows get a null-label pass.
+    """
     k_level, k_t, k_noise, k_label = jax.random.split(key, 4)
     b = x1.shape[0]
     levels = num_levels(cfg.M)
     level = assign_levels(k_level, b, levels, cfg.level_decay)
     d_target = jnp.exp2(-level.astype(x1.dtype))
-    half = d_target / 2
-    # The finest size is built from flow-matching steps, so query the instantaneous velocity.
     finest = level == levels - 1
-    d_query = jnp.where(finest, 0.0, half)
+    d_query = jnp.where(finest, 0.0, d_target / 2)
+    step = jnp.where(finest, d_target, d_target / 2)
 
     u = jax.random.uniform(k_t, (b,))
     if cfg.t_sampling == "grid":
@@ -119,15 +133,19 @@ def bootstrap_part(
     x0 = jax.random.normal(k_noise, x1.shape, x1.dtype)
     x_t = interpolate(x0, x1, t)
     cond = drop_labels(k_label, cond, class_dropout, num_classes)
+    guided = 0 if cfg.bootstrap_cfg_scale == 1.0 or num_classes <= 0 or cond is None else guided_rows(b, levels, cfg.level_decay)
 
     def velocity(x: jax.Array, tt: jax.Array) -> jax.Array:
         v = teacher(x, tt, d_query, cond)
-        if cfg.bootstrap_cfg_scale == 1.0 or num_classes <= 0:
+        if guided == 0:
             return v
-        guided = guided_velocity(teacher, x, tt, d_query, cond, cfg.bootstrap_cfg_scale, num_classes)
-        return jnp.where(broadcast_to_x(finest, x), guided, v)
+        tail = slice(b - guided, None)
+        v_cond = v[tail]
+        v_uncond = teacher(x[tail], tt[tail], d_query[tail], null_cond(take(cond, tail), num_classes))
+        v_guided = v_uncond + cfg.bootstrap_cfg_scale * (v_cond - v_uncond)
+        return v.at[tail].set(jnp.where(broadcast_to_x(finest[tail], v_cond), v_guided, v_cond))
 
-    v_target = maybe_clip(two_step_velocity(velocity, x_t, t, half, cfg.clip_intermediate), cfg.clip_target)
+    v_target = maybe_clip(two_step_velocity(velocity, x_t, t, step, cfg.clip_intermediate), cfg.clip_target)
     return Targets(
         x_t=x_t,
         t=t,

@@ -32,8 +32,7 @@ def test_bootstrap_target_of_oracle_is_oracle(t_sampling):
     """With an exact model the self-consistency target equals its own 2d shortcut: loss 0 at the optimum.
 
     Holds exactly for every level whose half steps query d > 0. The finest level (size 1/M)
-    is built from two Euler half steps of the instantaneous velocity (d = 0); check it is
-    exactly that.
+    is Heun's step of size 1/M on the instantaneous velocity (d = 0); check it is exactly that.
     """
     cfg = shortcut.Config(bootstrap_fraction=1.0, M=8, t_sampling=t_sampling)
     tg = shortcut.Shortcut(cfg).targets(jax.random.PRNGKey(1), gaussian_batch(jax.random.PRNGKey(2), 512), ORACLE, ORACLE)
@@ -43,7 +42,7 @@ def test_bootstrap_target_of_oracle_is_oracle(t_sampling):
     np.testing.assert_allclose(np.asarray(tg.v_target)[coarse], np.asarray(pred)[coarse], rtol=1e-4, atol=1e-4)
     loss = weighted_mse(pred[coarse], Targets(*[a[coarse] for a in tg[:3]], None, tg.v_target[coarse], tg.weight[coarse]))
     assert float(loss) < 1e-9
-    x, t, h = tg.x_t[~coarse], tg.t[~coarse], tg.d[~coarse] / 2
+    x, t, h = tg.x_t[~coarse], tg.t[~coarse], tg.d[~coarse]
     zero = jnp.zeros_like(h)
     v1 = ORACLE(x, t, zero, None)
     v2 = ORACLE(x + h[:, None] * v1, t + h, zero, None)
@@ -199,3 +198,57 @@ def test_label_dropout_uses_null_token():
     frac = float(jnp.mean(dropped == 10))
     assert 0.08 < frac < 0.12
     assert set(np.unique(np.asarray(dropped)).tolist()) == {0, 10}
+
+
+def test_finest_level_queries_the_instantaneous_velocity_on_its_training_grid():
+    """The d = 0 level trains t on multiples of 1/M; the finest bootstrap level must not ask it
+    about other times (two Euler half steps would query t + 1/2M)."""
+    M = 8
+    seen = []
+
+    def spy(x, t, d, c):
+        seen.append((np.asarray(t), np.asarray(d)))
+        return ORACLE(x, t, d, c)
+
+    cfg = shortcut.Config(bootstrap_fraction=1.0, M=M, level_decay=1.0, t_sampling="grid")
+    shortcut.Shortcut(cfg).targets(jax.random.PRNGKey(0), gaussian_batch(jax.random.PRNGKey(1), 256), spy, spy)
+    t = np.concatenate([t[d == 0] for t, d in seen])
+    assert len(t) > 0
+    np.testing.assert_allclose(np.round(t * M), t * M, atol=1e-5)
+
+
+def test_baked_guidance_costs_a_null_label_pass_on_the_finest_rows_only():
+    """With guidance baked in, the teacher sees the bootstrap rows once per half step, plus a
+    null-label pass on the (few) finest rows; not a guided pair on every row."""
+    rows = []
+
+    def spy(x, t, d, c):
+        rows.append(x.shape[0])
+        return jnp.ones_like(x)
+
+    n, M = 64, 128
+    for decay in (0.5, 1.0):
+        rows.clear()
+        cfg = shortcut.Config(bootstrap_fraction=1.0, M=M, level_decay=decay, bootstrap_cfg_scale=1.5)
+        batch = {"x": jnp.zeros((n, 3)), "cond": jnp.zeros((n,), jnp.int32)}
+        shortcut.Shortcut(cfg, ObjectiveContext(num_classes=10)).targets(jax.random.PRNGKey(0), batch, spy, spy)
+        finest = shortcut.guided_rows(n, shortcut.num_levels(M), decay)
+        assert finest == int(np.ceil(n * shortcut.level_shares(shortcut.num_levels(M), decay)[-1]))
+        assert sum(rows) == 2 * (n + finest), rows
+
+
+def test_guidance_is_applied_once_when_baked_into_the_targets():
+    """An oracle at the objective's fixed point: conditional velocity 1 and unconditional 0 at
+    d = 0, the baked guided velocity 1.5 at every d > 0 (0 without a label). Sampling with
+    guidance 1.5 must move 1.5 at every budget, not 1.5 * 1.5."""
+
+    def fixed_point(x, t, d, c):
+        labelled = (c != 10)[:, None]
+        return jnp.where(labelled, jnp.where((d > 0)[:, None], 1.5, 1.0), 0.0) * jnp.ones_like(x)
+
+    objective = shortcut.Shortcut(shortcut.Config(bootstrap_cfg_scale=1.5), ObjectiveContext(num_classes=10))
+    x0 = jnp.zeros((4, 2))
+    labels = jnp.arange(4, dtype=jnp.int32)
+    for n in (1, 4, 128):
+        x1 = euler_sample(fixed_point, x0, objective.sample_plan(n, cfg_scale=1.5), labels, num_classes=10)
+        np.testing.assert_allclose(x1, 1.5, rtol=1e-5)
