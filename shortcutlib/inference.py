@@ -41,7 +41,7 @@ def make_sample_fn(
             x0 = noise
         else:
             x0 = noise_scale * jax.random.normal(key, shape) if from_noise else jnp.zeros(shape)
-        return euler_sample(bind(graphdef, params), x0, plan, cond, num_classes=num_classes)
+        return euler_sample(bind(graphdef, params), x0, plan, objective.sampling_cond(cond, cfg_scale), num_classes=num_classes)
 
     plans: dict[int, SamplePlan] = {}
 

@@ -7,7 +7,15 @@ import math
 import jax
 from flax import nnx
 
-from shortcutlib.nn.dit import DIT_SIZES, DiT, DiTBlock, dit_config, flops_per_example, patchify, unpatchify
+from shortcutlib.nn.dit import (
+    DIT_SIZES,
+    DiT,
+    DiTBlock,
+    dit_config,
+    flops_per_example,
+    patchify,
+    unpatchify,
+)
 from shortcutlib.nn.embeddings import (
     ConditionEmbedder,
     LabelEmbedder,

@@ -15,8 +15,13 @@ import jax.numpy as jnp
 from flax import nnx
 
 from shortcutlib.config import require
+from shortcutlib.nn.embeddings import (
+    FREQUENCY_DIM,
+    ConditionEmbedder,
+    Dtype,
+    sincos_pos_embed_2d,
+)
 from shortcutlib.nn.factory import BackboneConfig, DataSpec
-from shortcutlib.nn.embeddings import FREQUENCY_DIM, ConditionEmbedder, Dtype, sincos_pos_embed_2d
 
 # size -> (depth, hidden, heads), Table 1 of the DiT paper.
 DIT_SIZES: dict[str, tuple[int, int, int]] = {
@@ -185,6 +190,8 @@ class DiT(nnx.Module):
             input_shape=spec.data_shape,
             num_classes=spec.num_classes,
             mlp_ratio=config.mlp_ratio,
+            time_scale=config.time_scale,
+            step_scale=config.step_scale,
             dtype=config.compute_dtype,
             param_dtype=jnp.float32,
             rngs=rngs,
@@ -201,6 +208,8 @@ class DiT(nnx.Module):
         mlp_ratio: float = 4.0,
         num_classes: int = 0,
         *,
+        time_scale: float = 1000.0,
+        step_scale: float = 1000.0,
         dtype: Dtype = jnp.float32,
         param_dtype: Dtype = jnp.float32,
         rngs: nnx.Rngs,
@@ -216,7 +225,7 @@ class DiT(nnx.Module):
         patch_dim = patch_size * patch_size * c
         # A Linear on flattened patches is the strided conv of the reference implementation.
         self.x_embedder = nnx.Linear(patch_dim, hidden, kernel_init=XAVIER, bias_init=ZEROS, **kw)
-        self.cond_embedder = ConditionEmbedder(hidden, num_classes=num_classes, **kw)
+        self.cond_embedder = ConditionEmbedder(hidden, num_classes=num_classes, time_scale=time_scale, step_scale=step_scale, **kw)
         self.blocks = nnx.List([DiTBlock(hidden, num_heads, mlp_ratio, **kw) for _ in range(depth)])
         self.final_layer = FinalLayer(hidden, patch_dim, **kw)
 

@@ -80,17 +80,19 @@ class ScalarEmbedder(nnx.Module):
         hidden: int,
         *,
         frequency_dim: int = FREQUENCY_DIM,
+        scale: float = 1000.0,
         dtype: Dtype = jnp.float32,
         param_dtype: Dtype = jnp.float32,
         rngs: nnx.Rngs,
     ):
         self.frequency_dim = frequency_dim
+        self.scale = scale
         kw = dict(kernel_init=EMBED_INIT, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.fc1 = nnx.Linear(frequency_dim, hidden, **kw)
         self.fc2 = nnx.Linear(hidden, hidden, **kw)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        h = sinusoidal_embedding(x, self.frequency_dim)
+        h = sinusoidal_embedding(x, self.frequency_dim, scale=self.scale)
         return self.fc2(nnx.silu(self.fc1(h)))
 
 
@@ -180,13 +182,15 @@ class ConditionEmbedder(nnx.Module):
         num_classes: int = 0,
         obs_dim: int = 0,
         obs_horizon: int = 1,
+        time_scale: float = 1000.0,
+        step_scale: float = 1000.0,
         dtype: Dtype = jnp.float32,
         param_dtype: Dtype = jnp.float32,
         rngs: nnx.Rngs,
     ):
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-        self.t_embedder = ScalarEmbedder(hidden, **kw)
-        self.d_embedder = ScalarEmbedder(hidden, **kw)
+        self.t_embedder = ScalarEmbedder(hidden, scale=time_scale, **kw)
+        self.d_embedder = ScalarEmbedder(hidden, scale=step_scale, **kw)
         self.label_embedder = LabelEmbedder(num_classes, hidden, **kw) if num_classes > 0 else None
         self.obs_encoder = ObservationEncoder(obs_dim, hidden, obs_horizon=obs_horizon, **kw) if obs_dim > 0 else None
 

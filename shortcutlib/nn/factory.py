@@ -12,7 +12,13 @@ from typing import Any
 import jax.numpy as jnp
 from flax import nnx
 
-from shortcutlib.config import ComponentConfig, ConfigError, locate, require, require_choice
+from shortcutlib.config import (
+    ComponentConfig,
+    ConfigError,
+    locate,
+    require,
+    require_choice,
+)
 from shortcutlib.nn.prediction import PREDICTIONS, with_prediction
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
@@ -25,6 +31,8 @@ class BackboneConfig(ComponentConfig):
     prediction: str = "velocity"  # velocity | data: the output is the velocity, or the clean sample x1 (see nn/prediction.py)
     min_remaining: float = 0.05  # prediction=data: 1 - t is clipped below at this
     dtype: str = "float32"  # compute dtype; parameters, optimizer state and the loss stay float32
+    time_scale: float = 1000.0  # t enters its sinusoidal embedding as t * time_scale
+    step_scale: float = 1000.0  # d enters its sinusoidal embedding as d * step_scale
 
     def __post_init__(self) -> None:
         require_choice("prediction", self.prediction, PREDICTIONS)

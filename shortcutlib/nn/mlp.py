@@ -15,9 +15,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from shortcutlib.nn.factory import BackboneConfig, DataSpec
 from shortcutlib.nn.dit import AdaLNModulation, FinalLayer, adaln_norm, modulate
 from shortcutlib.nn.embeddings import ConditionEmbedder, Dtype
+from shortcutlib.nn.factory import BackboneConfig, DataSpec
 
 
 class ResidualBlock(nnx.Module):
@@ -64,6 +64,8 @@ class ResidualMLP(nnx.Module):
             obs_dim=spec.obs_dim,
             obs_horizon=spec.obs_horizon,
             mlp_ratio=config.mlp_ratio,
+            time_scale=config.time_scale,
+            step_scale=config.step_scale,
             dtype=config.compute_dtype,
             param_dtype=jnp.float32,
             rngs=rngs,
@@ -79,6 +81,8 @@ class ResidualMLP(nnx.Module):
         obs_horizon: int = 1,
         mlp_ratio: float = 4.0,
         *,
+        time_scale: float = 1000.0,
+        step_scale: float = 1000.0,
         dtype: Dtype = jnp.float32,
         param_dtype: Dtype = jnp.float32,
         rngs: nnx.Rngs,
@@ -89,7 +93,7 @@ class ResidualMLP(nnx.Module):
         features = math.prod(self.data_shape)
         self.in_proj = nnx.Linear(features, hidden, **kw)
         self.cond_embedder = ConditionEmbedder(
-            hidden, num_classes=num_classes, obs_dim=obs_dim, obs_horizon=obs_horizon, **kw
+            hidden, num_classes=num_classes, obs_dim=obs_dim, obs_horizon=obs_horizon, time_scale=time_scale, step_scale=step_scale, **kw
         )
         self.blocks = nnx.List([ResidualBlock(hidden, mlp_ratio, **kw) for _ in range(depth)])
         self.final_layer = FinalLayer(hidden, features, **kw)

@@ -15,9 +15,14 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from shortcutlib.nn.factory import BackboneConfig, DataSpec
 from shortcutlib.nn.dit import DiTBlock, FinalLayer
-from shortcutlib.nn.embeddings import ConditionEmbedder, Dtype, sincos_pos_embed_1d, split_cond
+from shortcutlib.nn.embeddings import (
+    ConditionEmbedder,
+    Dtype,
+    sincos_pos_embed_1d,
+    split_cond,
+)
+from shortcutlib.nn.factory import BackboneConfig, DataSpec
 
 
 @dataclass
@@ -50,6 +55,8 @@ class ChunkTransformer(nnx.Module):
             depth=config.depth,
             num_heads=config.num_heads,
             mlp_ratio=config.mlp_ratio,
+            time_scale=config.time_scale,
+            step_scale=config.step_scale,
             dtype=config.compute_dtype,
             param_dtype=jnp.float32,
             rngs=rngs,
@@ -66,6 +73,8 @@ class ChunkTransformer(nnx.Module):
         num_heads: int,
         mlp_ratio: float = 4.0,
         *,
+        time_scale: float = 1000.0,
+        step_scale: float = 1000.0,
         dtype: Dtype = jnp.float32,
         param_dtype: Dtype = jnp.float32,
         rngs: nnx.Rngs,
@@ -79,7 +88,7 @@ class ChunkTransformer(nnx.Module):
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.action_proj = nnx.Linear(action_dim, hidden, **kw)
         self.obs_proj = nnx.Linear(obs_dim, hidden, **kw) if obs_dim > 0 else None
-        self.cond_embedder = ConditionEmbedder(hidden, **kw)  # t and d only: observations are tokens
+        self.cond_embedder = ConditionEmbedder(hidden, time_scale=time_scale, step_scale=step_scale, **kw)  # t and d only: observations are tokens
         self.blocks = nnx.List([DiTBlock(hidden, num_heads, mlp_ratio, **kw) for _ in range(depth)])
         self.final_layer = FinalLayer(hidden, action_dim, **kw)
 

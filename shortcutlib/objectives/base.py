@@ -37,6 +37,7 @@ class Targets(NamedTuple):
     cond: Any
     v_target: jax.Array
     weight: jax.Array  # (B,)
+    tangent: Any = None  # a velocity the prediction differentiates along (MeanFlow-type objectives), or None
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,11 @@ class Objective:
     def loss(self, model: VelocityFn, targets: Targets) -> jax.Array:
         return weighted_mse(self.predict(model, targets), targets)
 
+    def adapt_backbone(self, backbone: nnx.Module, rngs: nnx.Rngs) -> nnx.Module:
+        """The network this objective trains; by default the backbone as built (an objective may add
+        an input, e.g. the guidance scale)."""
+        return backbone
+
     def phases(self, total_steps: int) -> list[Phase]:
         """The training plan; one phase unless the method needs a trained teacher."""
         return [Phase("main", self.with_context(total_steps=total_steps), total_steps)]
@@ -120,6 +126,11 @@ class Objective:
     def query_sizes(self, num_steps: int) -> np.ndarray:
         """The ``d`` fed at each of ``num_steps`` Euler steps; by default the step size ``1/n``."""
         return np.full(num_steps, 1.0 / num_steps)
+
+    def sampling_cond(self, cond: Any, cfg_scale: float) -> Any:
+        """The model's conditioning when sampling with guidance ``cfg_scale`` (by default ``cond``
+        itself; an objective that takes guidance as an input adds it here)."""
+        return cond
 
     @property
     def baked_guidance(self) -> float:

@@ -42,12 +42,16 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-
 import numpy as np
 
 from shortcutlib.config import ComponentConfig, require, require_choice
 from shortcutlib.objectives.base import Objective, Phase, Targets, teacher_then_students
-from shortcutlib.objectives.common import broadcast_to_x, drop_labels, interpolate, two_step_velocity
+from shortcutlib.objectives.common import (
+    broadcast_to_x,
+    drop_labels,
+    interpolate,
+    two_step_velocity,
+)
 from shortcutlib.objectives.flow_matching import FlowMatching
 from shortcutlib.velocity import VelocityFn, guided_velocity
 

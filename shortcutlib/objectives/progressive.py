@@ -24,7 +24,12 @@ import jax.numpy as jnp
 
 from shortcutlib.config import ComponentConfig, require_choice
 from shortcutlib.objectives.base import Objective, Phase, Targets, teacher_then_students
-from shortcutlib.objectives.common import drop_labels, interpolate, sample_t, two_step_velocity
+from shortcutlib.objectives.common import (
+    drop_labels,
+    interpolate,
+    sample_t,
+    two_step_velocity,
+)
 from shortcutlib.objectives.flow_matching import FlowMatching
 from shortcutlib.velocity import VelocityFn, guided_velocity
 

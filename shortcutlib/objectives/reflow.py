@@ -31,8 +31,18 @@ from flax import nnx
 
 from shortcutlib.config import ComponentConfig, require, require_choice
 from shortcutlib.domain import Batch, Domain, IdentityCodec, infinite_batches
-from shortcutlib.objectives.base import Objective, Phase, Targets, Teacher, teacher_then_students
-from shortcutlib.objectives.common import drop_labels, head_then_flow_matching, interpolate
+from shortcutlib.objectives.base import (
+    Objective,
+    Phase,
+    Targets,
+    Teacher,
+    teacher_then_students,
+)
+from shortcutlib.objectives.common import (
+    drop_labels,
+    head_then_flow_matching,
+    interpolate,
+)
 from shortcutlib.objectives.flow_matching import FlowMatching
 from shortcutlib.objectives.shortcut import assign_levels, bootstrap_size, num_levels
 from shortcutlib.sampling import euler_sample

@@ -58,7 +58,8 @@ def build_objective(config: RunConfig, domain: Domain) -> Objective:
 
 def build_run(config: RunConfig, domain: Domain, objective: Objective | None = None) -> Run:
     objective = objective or build_objective(config, domain)
-    model = domain.make_backbone(config.model, nnx.Rngs(config.seed))
+    rngs = nnx.Rngs(config.seed)
+    model = objective.adapt_backbone(domain.make_backbone(config.model, rngs), rngs)
     tx = make_optimizer(config.train)
     graphdef, state = create_train_state(model, tx, config.seed)
     return Run(objective, graphdef, state, tx)

@@ -9,7 +9,14 @@ from domains.toy import gaussian
 from shortcutlib.objectives import consistency
 from shortcutlib.objectives.base import weighted_mse
 from shortcutlib.sampling import euler_sample
-from tests.objectives.gaussian_case import MU, ORACLE, POINT, SIGMA, batch, assert_target_is_stop_gradient
+from tests.objectives.gaussian_case import (
+    MU,
+    ORACLE,
+    POINT,
+    SIGMA,
+    assert_target_is_stop_gradient,
+    batch,
+)
 
 
 def test_consistency_function_of_oracle_is_the_flow_map():

@@ -8,7 +8,13 @@ import pytest
 from domains.toy import gaussian
 from shortcutlib.objectives import progressive
 from shortcutlib.objectives.base import weighted_mse
-from tests.objectives.gaussian_case import MU, ORACLE, SIGMA, batch, assert_target_is_stop_gradient
+from tests.objectives.gaussian_case import (
+    MU,
+    ORACLE,
+    SIGMA,
+    assert_target_is_stop_gradient,
+    batch,
+)
 
 
 @pytest.mark.parametrize("phase", [1, 2, 3])

@@ -10,7 +10,13 @@ from shortcutlib.objectives import reflow
 from shortcutlib.objectives.base import ObjectiveContext, weighted_mse
 from shortcutlib.objectives.flow_matching import FlowMatching
 from shortcutlib.sampling import euler_sample
-from tests.objectives.gaussian_case import MU, ORACLE, SIGMA, batch, assert_target_is_stop_gradient
+from tests.objectives.gaussian_case import (
+    MU,
+    ORACLE,
+    SIGMA,
+    assert_target_is_stop_gradient,
+    batch,
+)
 
 
 def noise_of(tg):
