@@ -60,7 +60,7 @@ SETTINGS: dict[str, dict[str, list[str]]] = {
                  "model.min_remaining=0.2", "train.batch_size=128", "train.steps=2500"],
         "quick": ["domain=digits", "model=mlp", "model.hidden=32", "model.depth=1", "model.prediction=data",
                   "model.min_remaining=0.2", "train.batch_size=32", "train.steps=40", "train.warmup_steps=4",
-                  "domain.eval_samples=200"],
+                  "domain.eval_draws=1"],
     },
 }
 # Pair drawing for two-stage reflow (its cost counts in the method's wall time).

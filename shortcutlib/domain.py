@@ -93,6 +93,10 @@ class Domain(Protocol):
 
     def visualize(self, sample_fn: SampleFn, steps: Sequence[int], out_dir: Path) -> list[Path]: ...
 
+    def output(self, z: np.ndarray) -> np.ndarray:
+        """Model-space samples as a user receives them: uint8 images, raw vectors or actions."""
+        ...
+
     def state(self) -> dict[str, Any]:
         """JSON-serialisable state saved with every checkpoint (e.g. normalisers); {} if none."""
         ...

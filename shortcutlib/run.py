@@ -2,29 +2,29 @@
 
 Every run directory gets ``config.yaml``, ``metrics.jsonl``, ``checkpoints/``, ``loss.png`` and
 ``samples/``. ``mode=eval ckpt=<run dir or checkpoints dir>`` re-evaluates a checkpoint from it
-alone; ``--cfg job`` prints the validated configuration and exits. Bad input stops before any
+alone and ``mode=sample`` writes ``sample.num`` samples per budget of ``sample.steps`` (through
+``shortcutlib.load``); ``--cfg job`` prints the validated configuration and exits. Bad input stops before any
 work with one line on stderr and exit status 2.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any
 
 import jax
+import numpy as np
 
-from shortcutlib.checkpoint import Checkpointer, read_meta
-from shortcutlib.config import ConfigError, RunConfig, compose_config, instantiate, resolve, to_yaml
-from shortcutlib.domain import Domain
+from shortcutlib.api import Model, build_domain, load
+from shortcutlib.config import ConfigError, RunConfig, compose_config, to_yaml
+from shortcutlib.domain import Domain, SampleFn
 from shortcutlib.inference import make_sample_fn
 from shortcutlib.parallel import initialize_distributed
 from shortcutlib.train.logging import MetricsLogger, plot_loss
-from shortcutlib.train.loop import NonFiniteLossError, Run, build_run
-from shortcutlib.train.phases import plan_phases, run_phases
+from shortcutlib.train.loop import NonFiniteLossError
+from shortcutlib.train.phases import run_phases
 
 log = logging.getLogger("shortcutlib")
 
@@ -39,20 +39,12 @@ USAGE = """usage: python -m shortcutlib.run [group=option ...] [key=value ...] [
 USER_ERRORS = (ConfigError, FileNotFoundError, ValueError, NonFiniteLossError, ImportError, KeyError)
 
 
-def build_domain(config: RunConfig) -> Domain:
-    """The configured domain: the one place the core turns a config into one (``_target_``)."""
-    return instantiate(config.domain)
-
-
-def evaluate_and_visualize(config: RunConfig, domain: Domain, run: Run, params: Any, run_dir: Path, step: int) -> dict[str, float]:
+def evaluate_and_visualize(config: RunConfig, domain: Domain, sample_fn: SampleFn, run_dir: Path, step: int) -> dict[str, float]:
     """Evaluate at every budget in ``eval.steps`` and write pictures for ``eval.visualize_steps``."""
-    sample_fn = make_sample_fn(
-        run.graphdef, params, run.objective, tuple(domain.sample_shape), cfg_scale=config.sample.cfg_scale, num_classes=domain.num_classes
-    )
     samples_dir = run_dir / "samples"
     metrics: dict[str, float] = {}
     lead = jax.process_index() == 0  # every process samples; one writes
-    if config.mode in ("train", "eval") and config.eval.enabled:
+    if config.eval.enabled:
         metrics = domain.evaluate(sample_fn, list(config.eval.steps), samples_dir)
         MetricsLogger(run_dir, enabled=lead).log(step, metrics, kind="eval")
         log.info("Evaluation at step %d: %s", step, json.dumps({k: round(v, 5) for k, v in metrics.items()}))
@@ -61,30 +53,18 @@ def evaluate_and_visualize(config: RunConfig, domain: Domain, run: Run, params: 
     return metrics
 
 
-def checkpoint_dir(path: str) -> Path:
-    p = Path(path).expanduser()
-    for candidate in (p, p / "checkpoints", p.parent):
-        if candidate.is_dir() and any(c.name.isdigit() for c in candidate.iterdir()):
-            return candidate
-    raise ConfigError(f"ckpt={path}: no checkpoints there; give a run directory or its checkpoints/ folder.")
-
-
-def restore_run(config: RunConfig) -> tuple[RunConfig, Domain, Run, Any, int, Path]:
-    """Rebuild a run from a checkpoint's own config; only mode, eval, sample and logging come from the command line."""
-    if not config.ckpt:
-        raise ConfigError(f"mode={config.mode} needs ckpt=<run dir or checkpoints dir>.")
-    ckpt_dir = checkpoint_dir(config.ckpt)
-    meta, step = read_meta(ckpt_dir)
-    try:
-        saved = resolve(meta["config"])
-    except (ConfigError, KeyError, TypeError) as exc:
-        raise ConfigError(f"the checkpoint in {ckpt_dir} was written by an incompatible version of shortcutlib ({exc}).") from None
-    merged = dataclasses.replace(saved, mode=config.mode, ckpt=config.ckpt, eval=config.eval, sample=config.sample, logging=config.logging)
-    domain = build_domain(merged)
-    run = build_run(merged, domain, plan_phases(merged, domain)[-1].objective)
-    state, meta, step = Checkpointer(ckpt_dir, async_save=False).restore(run.state, step)
-    domain.load_state(meta.get("domain") or {})
-    return merged, domain, run, state, step, ckpt_dir.parent
+def write_samples(model: Model, out_dir: Path) -> Path:
+    """``sample.num`` samples at every budget of ``sample.steps``, in data space, one .npz."""
+    cfg = model.config.sample
+    cond = model.domain.sample_cond(cfg.num, cfg.seed)
+    arrays = {f"samples_{n}steps": model.sample(cfg.num, steps=n, cond=cond, seed=cfg.seed) for n in cfg.steps}
+    if cond is not None:
+        arrays["cond"] = np.asarray(cond)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "samples.npz"
+    np.savez(path, **arrays)
+    model.domain.visualize(model.sample_fn(), list(cfg.steps), out_dir)
+    return path
 
 
 def execute(config: RunConfig) -> int:
@@ -104,13 +84,21 @@ def execute(config: RunConfig) -> int:
         if lead:
             plot_loss(run_dir / "metrics.jsonl", run_dir / "loss.png")
         params = result.state.ema_params if config.eval.ema else result.state.params
-        evaluate_and_visualize(config, domain, result.run, params, run_dir, int(result.state.step))
+        sample_fn = make_sample_fn(
+            result.run.graphdef, params, result.run.objective, tuple(domain.sample_shape), cfg_scale=config.sample.cfg_scale, num_classes=domain.num_classes
+        )
+        evaluate_and_visualize(config, domain, sample_fn, run_dir, int(result.state.step))
         log.info("Run directory: %s", run_dir)
         return 0
-    config, domain, run, state, step, source_dir = restore_run(config)
-    out = source_dir / f"{config.mode}_step{step}"
+    if not config.ckpt:
+        raise ConfigError(f"mode={config.mode} needs ckpt=<run dir or checkpoints dir>.")
+    model = load(config.ckpt, overrides=config)
+    out = model.run_dir / f"{config.mode}_step{model.step_count}"
+    if config.mode == "sample":
+        log.info("Wrote %s", write_samples(model, out))
+        return 0
     out.mkdir(parents=True, exist_ok=True)
-    evaluate_and_visualize(config, domain, run, state.ema_params if config.eval.ema else state.params, out, step)
+    evaluate_and_visualize(model.config, model.domain, model.sample_fn(), out, model.step_count)
     log.info("Wrote %s", out)
     return 0
 

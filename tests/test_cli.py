@@ -35,7 +35,7 @@ def test_train_then_eval_from_checkpoint(tmp_path):
         "train.log_every=2",
         "train.ckpt_every=3",
         "train.warmup_steps=0",
-        "domain.eval_samples=64",
+        "domain.eval_draws=1",
         "eval.steps=[1,2]",
         "eval.visualize_steps=[1]",
         f"domain.cache_dir={tmp_path / 'cache'}",
@@ -72,7 +72,7 @@ BAD_INPUT = [
     (["train.lr=abc"], "train.lr: Value 'abc' of type 'str' could not be converted to Float."),
     (["model.depth=four"], "model.depth: Value 'four' of type 'str' could not be converted to Integer."),
     (["mode=eval"], "mode=eval needs ckpt="),
-    (["mode=eval", "ckpt=/does/not/exist"], "ckpt=/does/not/exist: no checkpoints there"),
+    (["mode=eval", "ckpt=/does/not/exist"], "no checkpoint in /does/not/exist"),
     (["mode=fly"], "mode=fly: accepted: train, eval, sample."),
 ]
 

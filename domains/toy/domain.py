@@ -64,6 +64,9 @@ class Toy2DDomain:
     def sample_cond(self, num_samples: int, seed: int) -> None:
         return None
 
+    def output(self, z: np.ndarray) -> np.ndarray:
+        return np.asarray(z, np.float32)
+
     def state(self) -> dict[str, Any]:
         return {}
 
