@@ -58,12 +58,15 @@ class Config(ComponentConfig):
     clip_target: Optional[float] = None  # clip the bootstrap target (reference: 4)
     t_sampling: str = "grid"  # "grid": t on multiples of the target size (and 1/M for d = 0); "uniform"
     bootstrap_cfg_scale: float = 1.0  # CFG baked into the finest bootstrap targets; 1 = none
+    flow_budget: Optional[int] = None  # budgets of at least this many steps query d = 0 (plain Euler on the
+    # instantaneous velocity, the best-trained level), as the reference samples its 128-step budget; null: d = 1/n always
 
     def __post_init__(self) -> None:
         require(0.0 <= self.bootstrap_fraction <= 1.0, "bootstrap_fraction", self.bootstrap_fraction, "must be in [0, 1].")
         require(self.level_decay > 0, "level_decay", self.level_decay, "must be positive; 1 spreads examples equally.")
         require(self.M >= 1 and math.log2(self.M).is_integer(), "M", self.M, "must be a power of two, e.g. 128.")
         require_choice("t_sampling", self.t_sampling, ("grid", "uniform"))
+        require(self.flow_budget is None or self.flow_budget >= 1, "flow_budget", self.flow_budget, "must be at least 1, or null.")
 
 
 def num_levels(M: int) -> int:
@@ -177,6 +180,14 @@ class Shortcut(Objective):
             class_dropout=self.class_dropout,
             num_classes=self.num_classes,
         )
+
+    def query_sizes(self, num_steps: int) -> np.ndarray:
+        """``d = 1/n`` for every step of a budget of n, or ``d = 0`` from ``flow_budget`` steps on.
+        Any n works: d is continuous, so budgets between the trained sizes interpolate them."""
+        budget = self.config.flow_budget
+        if budget is not None and num_steps >= budget:
+            return np.zeros(num_steps)
+        return np.full(num_steps, 1.0 / num_steps)
 
     @property
     def baked_guidance(self) -> float:

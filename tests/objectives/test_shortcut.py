@@ -252,3 +252,25 @@ def test_guidance_is_applied_once_when_baked_into_the_targets():
     for n in (1, 4, 128):
         x1 = euler_sample(fixed_point, x0, objective.sample_plan(n, cfg_scale=1.5), labels, num_classes=10)
         np.testing.assert_allclose(x1, 1.5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("flow_budget", [None, 128])
+def test_every_budget_on_the_gaussian_oracle(flow_budget):
+    """Budgets 1, 3, 64 query d = 1/n and reproduce the exact flow map (3 is no trained size: d is
+    continuous); from flow_budget on, the instantaneous velocity is integrated with plain Euler,
+    whose error shrinks with the step (and vanishes with it)."""
+    objective = shortcut.Shortcut(shortcut.Config(flow_budget=flow_budget))
+    x0 = jax.random.normal(jax.random.PRNGKey(5), (256, 3))
+    exact = gaussian.flow_map(x0, jnp.zeros(256), jnp.ones(256), MU, SIGMA)
+    errors = {}
+    for n in (1, 3, 64, 128, 200):
+        plan = objective.sample_plan(n)
+        served_by_flow = flow_budget is not None and n >= flow_budget
+        assert plan.d == ((0.0,) * n if served_by_flow else (1.0 / n,) * n)
+        errors[n] = float(jnp.abs(euler_sample(ORACLE, x0, plan) - exact).max())
+        if not served_by_flow:
+            assert errors[n] < 1e-4, (n, errors[n])
+    if flow_budget is not None:
+        assert 1e-4 < errors[200] < errors[128] < 0.05
+        euler = FlowMatching().sample_plan(128)
+        np.testing.assert_allclose(euler_sample(ORACLE, x0, objective.sample_plan(128)), euler_sample(ORACLE, x0, euler))
