@@ -1,166 +1,276 @@
-"""The paper's comparison table at CPU scale: every method, one backbone, one data set, one budget.
+"""Every objective on one backbone, one data set and one training budget, over seeds.
 
-    python -m benchmarks.paper_table --domain toy2d [--quick] [--methods shortcut,flow_matching,...]
-    python -m benchmarks.paper_table --domain digits
+    python -m benchmarks.paper_table --domain toy2d  [--seeds 0 1 2] [--methods shortcut,flow_matching,...] [--quick]
+    python -m benchmarks.paper_table --domain digits [--seeds 0 1 2]
+    python -m benchmarks.paper_table --domain fmnist [--seeds 0]          # benchmarks/fmnist.py wraps this
 
 Each method trains with the same backbone, data, batch size and total number of training steps
-(two-phase methods count their teacher's steps in the total), then samples with 1, 2, 4, ..., 128
-Euler steps. Quality: toy2d, sliced W2 to fresh data and RMS distance to the exact flow map of
-the same noise; digits, the Fréchet distance in a digit classifier's features (and its noise
-floor). Training time per step is relative to flow matching measured in the same invocation
-(for two-phase methods: their student phase; compilation excluded); wall time is the whole
-training, teacher and pair drawing included. Writes
-``benchmarks/results/paper_table_<domain>.md`` and ``.png``; run folders go to ``--work-dir``.
+(two-phase methods count their teacher's steps in the total) for each seed, then samples with
+1, 2, 4, ..., 128 Euler steps from the same noise. Quality: toy2d, sliced W2 to fresh data and
+RMS distance to the exact flow map of the same noise; digits and fmnist, the Fréchet distance in a
+classifier's features, its floor at the same sample size, and the class accuracy of the samples.
+Tables give the mean and standard deviation over seeds. Training step time is measured for all
+methods in one interleaved timing phase (same batches, blocks of steps in turn, median ratio to flow
+matching), so machine noise hits every method alike. The goals of the results are computed in the
+file. A finished (method, seed) run is reused when the command is repeated with the same settings;
+``--fresh`` retrains. Writes ``benchmarks/results/paper_table_<domain>.{md,json,png}``.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import shutil
+import statistics
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
+import jax
 import numpy as np
 
 from benchmarks.common import compose_config, fmt, machine_description, markdown_table
+from benchmarks.timing import interleaved_step_times, median_ratio
 from shortcutlib.inference import make_sample_fn
+from shortcutlib.objectives import reflow
 from shortcutlib.run import build_domain
-from shortcutlib.train.phases import run_phases
+from shortcutlib.train.loop import build_run, encoded_batches
+from shortcutlib.train.phases import plan_phases, run_phases
+from shortcutlib.train.step import make_train_step
 
 RESULTS = Path(__file__).resolve().parent / "results"
 STEPS = [1, 2, 4, 8, 16, 32, 64, 128]
 
-# (row label, objective config)
-METHODS: list[tuple[str, str]] = [
-    ("Shortcut", "shortcut"),
-    ("Flow matching", "flow_matching"),
-    ("Consistency training", "consistency"),
-    ("Consistency distillation", "consistency_distillation"),
-    ("Progressive distillation", "progressive"),
-    ("Live reflow", "reflow"),
-    ("Two-stage reflow", "reflow_two_stage"),
-    ("MeanFlow", "meanflow"),
+
+@dataclass(frozen=True)
+class Method:
+    key: str
+    label: str
+    overrides: tuple[str, ...]
+
+
+# The shortcut paper's reference settings, as its experiment configs pin them.
+PAPER_SHORTCUT = ("objective=shortcut", "objective.bootstrap_fraction=0.25", "objective.level_decay=1.0", "objective.bootstrap_ema=true",
+                  "objective.clip_intermediate=4.0", "objective.clip_target=4.0", "objective.flow_budget=128")
+METHODS = [
+    Method("shortcut", "Shortcut", ("objective=shortcut",)),
+    Method("shortcut_paper", "Shortcut (paper settings)", PAPER_SHORTCUT),
+    Method("flow_matching", "Flow matching", ("objective=flow_matching",)),
+    Method("meanflow", "MeanFlow", ("objective=meanflow",)),
+    Method("meanflow_mse", "MeanFlow (squared error)", ("objective=meanflow", "objective.adaptive_p=0")),
+    Method("improved_meanflow", "Improved MeanFlow", ("objective=improved_meanflow",)),
+    Method("explicit_shortcut", "Explicit shortcut (ESC)", ("objective=explicit_shortcut",)),
+    Method("consistency", "Consistency training", ("objective=consistency",)),
+    Method("consistency_distillation", "Consistency distillation", ("objective=consistency_distillation",)),
+    Method("progressive", "Progressive distillation", ("objective=progressive",)),
+    Method("reflow", "Live reflow", ("objective=reflow",)),
+    Method("reflow_two_stage", "Two-stage reflow", ("objective=reflow_two_stage",)),
 ]
+BY_KEY = {m.key: m for m in METHODS}
 
 # Shared by every method of a domain: backbone, batch, total steps, evaluation size.
 SETTINGS: dict[str, dict[str, list[str]]] = {
     "toy2d": {
-        "full": ["domain=toy2d", "model.hidden=128", "model.depth=3", "train.batch_size=256", "train.steps=1200"],
+        "full": ["domain=toy2d", "train.steps=5000"],
         "quick": ["domain=toy2d", "model.hidden=32", "model.depth=1", "train.batch_size=64", "train.steps=40", "train.warmup_steps=4",
                   "domain.eval_samples=256", "domain.flow_steps=50"],
     },
     "digits": {
-        # The MLP predicts the clean digit (model.prediction=data), for every method: on the shortcut
-        # row the velocity output left 1-step samples noisy (see the reading in the results file).
+        # The MLP predicts the clean digit (model.prediction=data) for every method: with the velocity
+        # output the one-step samples of every objective stay noisy (see the reading in the results file).
         "full": ["domain=digits", "model=mlp", "model.hidden=256", "model.depth=3", "model.prediction=data",
-                 "model.min_remaining=0.2", "train.batch_size=128", "train.steps=2500"],
+                 "model.min_remaining=0.2", "train.batch_size=128", "train.steps=2500", "train.ema_decay=0.99"],
         "quick": ["domain=digits", "model=mlp", "model.hidden=32", "model.depth=1", "model.prediction=data",
                   "model.min_remaining=0.2", "train.batch_size=32", "train.steps=40", "train.warmup_steps=4",
                   "domain.eval_draws=1"],
     },
+    "fmnist": {
+        "full": ["experiment=fmnist_dit"],
+        "quick": ["experiment=fmnist_dit", "model.hidden=32", "model.depth=1", "model.num_heads=2", "train.batch_size=16",
+                  "train.steps=20", "train.warmup_steps=2", "domain.eval_samples=64"],
+    },
 }
-# Pair drawing for two-stage reflow (its cost counts in the method's wall time).
-PAIRS = {"full": {"toy2d": (8192, 64), "digits": (8192, 32)}, "quick": {"toy2d": (256, 4), "digits": (256, 4)}}
-# EMA horizon of 100 steps: the configs' 0.999 would leave short runs dominated by their early weights.
-# Logging every 20 steps gives even the short progressive-distillation phases a timed window.
-COMMON = ["logging.progress=false", "train.ckpt_every=0", "train.ema_decay=0.99", "train.log_every=20"]
-METRICS = {"toy2d": ["swd", "flow_rmse"], "digits": ["fd", "class_acc"]}  # the first is the goal's
-LOWER_IS_BETTER = {"swd", "flow_rmse", "fd"}
+PAIRS = {"full": (8192, 32), "quick": (256, 4)}  # two-stage reflow: pairs drawn and their Euler steps
+COMMON = ["logging.progress=false", "train.ckpt_every=0", "train.log_every=50"]
+METRICS = {"toy2d": ["swd", "flow_rmse"], "digits": ["fd", "class_acc"], "fmnist": ["fd_fmnist", "class_acc"]}  # the first is the goals'
+LOWER_IS_BETTER = {"swd", "flow_rmse", "fd", "fd_fmnist"}
 LABELS = {
     "swd": "sliced W2 to data",
-    "flow_rmse": "RMS to exact flow map",
-    "fd": "Fréchet distance (digit features)",
-    "class_acc": "class accuracy of the samples (digit classifier)",
+    "flow_rmse": "RMS distance to the exact flow map of the same noise",
+    "fd": "Fréchet distance (digit classifier features)",
+    "fd_fmnist": "Fréchet distance (Fashion-MNIST classifier features)",
+    "class_acc": "class accuracy of the samples (the classifier's)",
 }
 
 
 @dataclass
-class MethodResult:
-    label: str
-    objective: str
+class RunResult:
+    method: str
+    seed: int
     total_steps: int
-    steps_per_sec: float
     train_wall_s: float
     eval_wall_s: float
     metrics: dict[str, float] = field(default_factory=dict)
-    phases: list[dict[str, Any]] = field(default_factory=list)
-    fm_steps_per_sec: float = float("nan")  # flow matching's throughput in the same invocation
 
 
-class CachedFlow:
-    """The toy mixture with its exact flow map memoised: every method is scored on the same noise."""
-
-    def __init__(self, mixture: Any):
-        self._mixture = mixture
-        self._cache: dict[tuple[bytes, tuple], np.ndarray] = {}
-
-    def flow(self, x0: np.ndarray, *args: Any, **kwargs: Any) -> np.ndarray:
-        key = (np.asarray(x0).tobytes(), args + tuple(sorted(kwargs.items())))
-        if key not in self._cache:
-            self._cache[key] = self._mixture.flow(x0, *args, **kwargs)
-        return self._cache[key]
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._mixture, name)
+def method_overrides(method: Method, budget: str) -> list[str]:
+    extra = []
+    if method.key == "reflow_two_stage":
+        pairs, steps = PAIRS[budget]
+        extra = [f"objective.pairs={pairs}", f"objective.pair_steps={steps}", f"objective.pair_batch={min(2048, pairs)}"]
+    return [*method.overrides, *extra]
 
 
-def method_overrides(objective: str, domain: str, budget: str) -> list[str]:
-    if objective != "reflow_two_stage":
-        return []
-    pairs, steps = PAIRS[budget][domain]
-    return [f"objective.pairs={pairs}", f"objective.pair_steps={steps}", f"objective.pair_batch={min(2048, pairs)}"]
-
-
-def run_method(label: str, objective: str, overrides: list[str], domain: Any, run_dir: Path) -> MethodResult:
-    cfg = compose_config([*overrides, f"objective={objective}", f"out_dir={run_dir}"])
-    shutil.rmtree(run_dir, ignore_errors=True)  # fresh runs, never a resume
+def run_method(method: Method, seed: int, overrides: list[str], run_dir: Path, fresh: bool) -> RunResult:
+    """Train and evaluate one (method, seed), or reuse its finished result when the settings match."""
+    cfg = compose_config([*overrides, f"seed={seed}", f"out_dir={run_dir}"])
+    tag = hashlib.sha1(json.dumps(overrides).encode()).hexdigest()[:12]
+    done = run_dir / f"result_{tag}.json"
+    if done.exists() and not fresh:
+        return RunResult(**json.loads(done.read_text()))
+    shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
+    domain = build_domain(cfg)
     start = time.perf_counter()
     phased = run_phases(cfg, domain, run_dir)
-    result, total = phased.result, phased.total_steps
-    if len(phased.phases) > 1:
-        students = [p for p in phased.phases if p.name.startswith("student") and p.steps > 0]
-        # Student throughput over all student phases (progressive distillation has several).
-        sps = sum(p.steps for p in students) / sum(p.steps / p.steps_per_sec for p in students)
-        phases = [vars(p) for p in phased.phases]
-    else:
-        sps, phases = result.steps_per_sec, []
     train_wall = time.perf_counter() - start
+    result = phased.result
     start = time.perf_counter()
-    sample_fn = make_sample_fn(
-        result.run.graphdef, result.state.ema_params, result.run.objective, tuple(domain.sample_shape), num_classes=domain.num_classes
-    )
+    sample_fn = make_sample_fn(result.run.graphdef, result.state.ema_params, result.run.objective, tuple(domain.sample_shape),
+                               cfg_scale=cfg.sample.cfg_scale, num_classes=domain.num_classes)
     metrics = domain.evaluate(sample_fn, STEPS, run_dir / "eval")
-    eval_wall = time.perf_counter() - start
-    print(f"[{label}] {total} steps, {sps:.1f} steps/s, train {train_wall:.0f}s, eval {eval_wall:.0f}s: "
+    domain.visualize(sample_fn, [1, 4, 128], run_dir / "eval")
+    out = RunResult(method.key, seed, phased.total_steps, train_wall, time.perf_counter() - start, metrics)
+    done.write_text(json.dumps(vars(out), indent=1))
+    print(f"[{method.key} seed {seed}] train {train_wall:.0f}s: "
           + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k.split("@")[-1] in ("1", "4", "128") or "@" not in k), flush=True)
-    return MethodResult(label, objective, total, float(sps), train_wall, eval_wall, metrics, phases)
+    return out
 
 
-def plot(results: list[MethodResult], domain: str, path: Path) -> None:
+def step_time_ratios(methods: list[Method], overrides: list[str], budget: str, rounds: int = 5, block: int = 20) -> dict[str, float]:
+    """Seconds per training step of each method's final phase, interleaved, over flow matching's."""
+    steps, states, batches = {}, {}, None
+    for method in methods:
+        cfg = compose_config([*overrides, *method_overrides(method, budget), "seed=0"])
+        domain = build_domain(cfg)
+        phase = plan_phases(cfg, domain)[-1]
+        run = build_run(cfg, domain, phase.objective)
+        if batches is None:
+            stream = encoded_batches(domain, cfg.train.batch_size, 999, 0)
+            batches = [next(stream) for _ in range(block)]
+        data = batches
+        if phase.prepare_data is not None:  # two-stage reflow trains on stored (noise, sample) pairs
+            data = [{"x": b["x"], "cond": reflow.pack_pairs(np.random.default_rng(i).standard_normal(b["x"].shape, np.float32), b["cond"])}
+                    for i, b in enumerate(batches)]
+        teacher = run.state.params if phase.uses_teacher else None
+        step = jax.jit(make_train_step(run.graphdef, run.objective, run.tx, ema_decay=cfg.train.ema_decay))
+        steps[method.key] = lambda state, i, step=step, teacher=teacher, data=data: step(state, data[i], teacher)
+        states[method.key] = run.state
+    times, _ = interleaved_step_times(steps, states, list(range(block)), rounds=rounds)
+    return {key: median_ratio(times[key], times["flow_matching"])[0] for key in times}
+
+
+# ---------------------------------------------------------------------------------------- statistics
+
+
+def stats(results: list[RunResult], method: str, key: str) -> tuple[float, float, int]:
+    values = [r.metrics[key] for r in results if r.method == method and key in r.metrics]
+    if not values:
+        return float("nan"), float("nan"), 0
+    return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0, len(values)
+
+
+def cell(results: list[RunResult], method: str, key: str) -> str:
+    mean, std, n = stats(results, method, key)
+    return fmt(mean) if n <= 1 else f"{fmt(mean)} ± {fmt(std)}"
+
+
+def goals(results: list[RunResult], methods: list[str], domain: str, ratios: dict[str, float]) -> list[str]:
+    """The goals, computed: shortcut at every budget against flow matching, monotone in the budget,
+    one step near its best budget, the best one-step row against the paper's settings."""
+    name = METRICS[domain][0]
+    lines: list[str] = []
+    if "shortcut" not in methods:
+        return lines
+
+    def mean(m: str, n: int) -> float:
+        return stats(results, m, f"{name}@{n}")[0]
+
+    def std(m: str, n: int) -> float:
+        return stats(results, m, f"{name}@{n}")[1]
+
+    if "flow_matching" in methods:
+        worse = []
+        for n in STEPS:
+            slack = max(std("shortcut", n), std("flow_matching", n)) if n >= 64 else 0.0
+            if mean("shortcut", n) > mean("flow_matching", n) + slack:
+                worse.append(n)
+        lines.append(f"- Shortcut at most flow matching's {name} at every budget (within one seed std at 64 and 128): "
+                     + ("**met**." if not worse else f"**not met** at {worse}."))
+    rises = [(a, b) for a, b in zip(STEPS, STEPS[1:]) if mean("shortcut", b) > mean("shortcut", a) + max(std("shortcut", a), std("shortcut", b))]
+    lines.append(f"- Shortcut {name} non-increasing in the budget within one seed std: "
+                 + ("**met**." if not rises else f"**not met** ({', '.join(f'{a}->{b}' for a, b in rises)})."))
+    best = min(mean("shortcut", n) for n in STEPS)
+    ratio = mean("shortcut", 1) / best
+    lines.append(f"- Shortcut {name}@1 / its best budget = {ratio:.2f} (goal at most 1.3): **{'met' if ratio <= 1.3 else 'not met'}**.")
+    one_step = {m: mean(m, 1) for m in methods}
+    winner = min(one_step, key=one_step.get)
+    if "shortcut_paper" in methods:
+        beats = one_step[winner] < one_step["shortcut_paper"]
+        lines.append(f"- Best one-step row: {BY_KEY[winner].label} ({one_step[winner]:.4f}) against the shortcut paper's settings "
+                     f"({one_step['shortcut_paper']:.4f}): **{'met' if beats else 'not met'}**.")
+    if domain == "toy2d" and "flow_matching" in methods:
+        sc1, fm128 = stats(results, "shortcut", "flow_rmse@1")[0], stats(results, "flow_matching", "flow_rmse@128")[0]
+        lines.append(f"- Shortcut 1-step RMS to the exact flow map {sc1:.4f} within 1.5x of flow matching's 128-step {fm128:.4f}: "
+                     f"**{'met' if sc1 <= 1.5 * fm128 else 'not met'}** ({sc1 / fm128:.2f}x).")
+    if "shortcut" in ratios:
+        lines.append(f"- Shortcut training step time / flow matching = {ratios['shortcut']:.3f} (goal at most 1.10): "
+                     f"**{'met' if ratios['shortcut'] <= 1.10 else 'not met'}**.")
+    if domain == "fmnist" and "flow_matching" in methods:
+        lines.append(f"- Shortcut fd@1 / its fd@128 = {mean('shortcut', 1) / mean('shortcut', 128):.2f} (goal at most 1.5): "
+                     f"**{'met' if mean('shortcut', 1) <= 1.5 * mean('shortcut', 128) else 'not met'}**.")
+        better = [n for n in (1, 2, 4) if mean("shortcut", n) < mean("flow_matching", n)]
+        lines.append(f"- Shortcut better than flow matching at 1, 2 and 4 steps: **{'met' if len(better) == 3 else 'not met'}** (better at {better}).")
+        within = mean("shortcut", 128) <= 1.1 * mean("flow_matching", 128)
+        lines.append(f"- Shortcut within 10% of flow matching at 128 steps ({mean('shortcut', 128):.4f} vs {mean('flow_matching', 128):.4f}): "
+                     f"**{'met' if within else 'not met'}**.")
+    return lines
+
+
+def recommendations(results: list[RunResult], methods: list[str], domain: str) -> list[str]:
+    name = METRICS[domain][0]
+    lines = []
+    for label, budgets in (("1 step", [1]), ("4 steps", [4]), ("many steps (64-128)", [64, 128])):
+        scores = {m: float(np.mean([stats(results, m, f"{name}@{n}")[0] for n in budgets])) for m in methods}
+        best = min(scores, key=scores.get)
+        lines.append(f"- {label}: {BY_KEY[best].label} ({scores[best]:.4f}).")
+    return lines
+
+
+def plot(results: list[RunResult], methods: list[str], domain: str, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     names = METRICS[domain]
-    fig, axes = plt.subplots(1, len(names), figsize=(5.2 * len(names), 3.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(names), figsize=(5.4 * len(names), 3.9), squeeze=False)
     for ax, name in zip(axes[0], names):
-        for r in results:
-            ys = [r.metrics.get(f"{name}@{n}", np.nan) for n in STEPS]
-            ax.plot(STEPS, ys, marker="o", ms=3, label=r.label, lw=2.2 if r.objective == "shortcut" else 1.2)
-        floor = results[0].metrics.get(f"{name}_floor") if results else None
-        if floor is not None:
-            ax.axhline(floor, color="k", ls="--", lw=0.8, label="noise floor")
+        for m in methods:
+            means = np.array([stats(results, m, f"{name}@{n}")[0] for n in STEPS])
+            stds = np.array([stats(results, m, f"{name}@{n}")[1] for n in STEPS])
+            line = ax.plot(STEPS, means, marker="o", ms=3, label=BY_KEY[m].label, lw=2.2 if m == "shortcut" else 1.1)[0]
+            ax.fill_between(STEPS, means - stds, means + stds, color=line.get_color(), alpha=0.15)
+        floor = stats(results, methods[0], f"{name}_floor")[0]
+        if floor == floor:
+            ax.axhline(floor, color="k", ls="--", lw=0.8, label="floor (real vs real)")
         ax.set_xscale("log", base=2)
         if name in LOWER_IS_BETTER:
             ax.set_yscale("log")
         ax.set_xlabel("sampling steps")
-        ax.set_ylabel(LABELS[name])
+        ax.set_ylabel(LABELS[name], fontsize=8)
         ax.grid(alpha=0.3, which="both")
     axes[0][-1].legend(fontsize=7, loc="best")
     fig.tight_layout()
@@ -168,58 +278,17 @@ def plot(results: list[MethodResult], domain: str, path: Path) -> None:
     plt.close(fig)
 
 
-def table(results: list[MethodResult], domain: str) -> str:
-    header = ["Method", "train steps"]
-    for name in METRICS[domain]:
-        header += [f"{name}@1", f"{name}@4", f"{name}@128"]
-    header += ["time/step vs FM", "train wall (s)"]
-    rows = []
-    for r in results:
-        row = [r.label, str(r.total_steps) + (" (incl. teacher)" if r.phases else "")]
-        for name in METRICS[domain]:
-            row += [fmt(r.metrics.get(f"{name}@{n}", float("nan"))) for n in (1, 4, 128)]
-        rel = r.fm_steps_per_sec / r.steps_per_sec if r.steps_per_sec > 0 else float("nan")
-        row += [fmt(rel, 2) + "x", f"{r.train_wall_s:.0f}"]
-        rows.append(row)
-    return markdown_table(header, rows)
-
-
-def goal_check(results: list[MethodResult], domain: str) -> list[str]:
-    """The shortcut row against the goals: 1 step within 1.5x of its 128 steps; better than FM, CT, live reflow at 1 and 4."""
-    by = {r.objective: r for r in results}
-    sc = by.get("shortcut")
-    if sc is None:
-        return []
-    name = METRICS[domain][0]
-    lines = []
-    ratio = sc.metrics[f"{name}@1"] / sc.metrics[f"{name}@128"]
-    lines.append(f"- Shortcut {name}@1 / {name}@128 = {ratio:.2f} (goal: at most 1.5).")
-    for obj in ("flow_matching", "consistency", "reflow"):
-        if obj in by:
-            for n in (1, 4):
-                better = sc.metrics[f"{name}@{n}"] < by[obj].metrics[f"{name}@{n}"]
-                lines.append(
-                    f"- {name}@{n}: shortcut {sc.metrics[f'{name}@{n}']:.4f} vs {by[obj].label.lower()} "
-                    f"{by[obj].metrics[f'{name}@{n}']:.4f}: {'better' if better else 'NOT better'}."
-                )
-    return lines
-
-
-def write_report(results: list[MethodResult], domain: str, budget: str, command: str, overrides: list[str], wall: float, out: Path) -> Path:
-    md = out / f"paper_table_{domain}.md"
-    png = out / f"paper_table_{domain}.png"
-    plot(results, domain, png)
-    notes = ""
-    if md.exists():  # keep hand-written reading across reruns
-        text = md.read_text()
-        marker = "## Reading"
-        if marker in text:
-            notes = text[text.index(marker):]
-    floor = results[0].metrics.get(f"{METRICS[domain][0]}_floor") if results else None
+def write_report(results: list[RunResult], methods: list[str], domain: str, budget: str, command: str, overrides: list[str],
+                 ratios: dict[str, float], out: Path, name: str) -> Path:
+    md, png = out / f"{name}.md", out / f"{name}.png"
+    plot(results, methods, domain, png)
+    notes = md.read_text()[md.read_text().index("## Reading"):] if md.exists() and "## Reading" in md.read_text() else ""
+    seeds = sorted({r.seed for r in results})
+    walls = {m: statistics.mean(r.train_wall_s for r in results if r.method == m) for m in methods}
     lines = [
-        f"# Paper comparison table: {domain} ({budget} budget)",
+        f"# Every objective at every budget: {domain} ({budget} budget)",
         "",
-        f"Machine: {machine_description()}. Benchmark wall time (training and evaluation of all rows): {wall / 60:.1f} min.",
+        f"Machine: {machine_description()}.",
         "",
         "Command:",
         "",
@@ -227,94 +296,63 @@ def write_report(results: list[MethodResult], domain: str, budget: str, command:
         command,
         "```",
         "",
-        "Shared setting (every method): `" + " ".join(overrides) + "`; evaluation at 1, 2, 4, ..., 128 Euler steps "
-        "with EMA weights. Two-phase methods spend half the steps on a flow-matching teacher (counted in the total).",
-        "",
-        table(results, domain),
+        f"Shared setting (every method, seeds {', '.join(map(str, seeds))}): `{' '.join(overrides)}`; evaluation of the EMA weights at "
+        "1, 2, 4, ..., 128 Euler steps from the same noise. Two-phase methods spend half the steps on a flow-matching teacher "
+        "(counted in the total). Cells: mean ± standard deviation over seeds.",
         "",
     ]
-    if floor is not None:
-        lines += [f"Noise floor ({METRICS[domain][0]} between two independent draws of real data): {floor:.4f}.", ""]
-    lines += [f"![quality vs sampling steps]({png.name})", "", "Goal check (computed):", "", *goal_check(results, domain), ""]
-    lines += ["Full curves (1..128 steps):", ""]
-    for name in METRICS[domain]:
+    for metric in METRICS[domain]:
         header = ["Method"] + [str(n) for n in STEPS]
-        rows = [[r.label] + [fmt(r.metrics.get(f"{name}@{n}", float("nan"))) for n in STEPS] for r in results]
-        lines += [f"{LABELS[name]}:", "", markdown_table(header, rows), ""]
+        rows = [[BY_KEY[m].label] + [cell(results, m, f"{metric}@{n}") for n in STEPS] for m in methods]
+        lines += [f"{LABELS[metric]} at each number of steps:", "", markdown_table(header, rows), ""]
+        floor = stats(results, methods[0], f"{metric}_floor")
+        if floor[2]:
+            lines += [f"Floor (real data against the same reference, same sample size): {fmt(floor[0])}.", ""]
+    rows = [[BY_KEY[m].label, f"{ratios.get(m, float('nan')):.2f}x", f"{walls[m]:.0f}"] for m in methods]
+    lines += ["Training cost: step time relative to flow matching (one interleaved timing run, median of blocks) and wall time of "
+              "the training run (mean over seeds).", "", markdown_table(["Method", "step time / FM", "train wall (s)"], rows), ""]
+    lines += [f"![quality vs sampling steps]({png.name})", "", "Goals (computed):", "", *goals(results, methods, domain, ratios), ""]
+    lines += ["Best objective by budget (lowest mean of the first metric):", "", *recommendations(results, methods, domain), ""]
     if notes:
         lines += [notes.rstrip(), ""]
     md.write_text("\n".join(lines))
+    payload = {"machine": machine_description(), "command": command, "overrides": overrides, "ratios": ratios,
+               "runs": [vars(r) for r in results], "methods": methods, "metrics": METRICS[domain]}
+    (out / f"{name}.json").write_text(json.dumps(payload, indent=1, default=float))
     return md
-
-
-def merge_results(paths: list[str], fresh: list[MethodResult]) -> list[MethodResult]:
-    """Rows from earlier invocations, replaced by this invocation's rows, in the table's order.
-
-    A row's time is relative to the flow-matching row of its own invocation. A file without one
-    is timed against the flow-matching row of the nearest file before it, and rows run with
-    ``--no-fm`` against the last merged one.
-    """
-    rows: dict[str, MethodResult] = {}
-    reference = float("nan")
-    for path in [*paths, None]:
-        loaded = fresh if path is None else [MethodResult(**raw) for raw in json.loads(Path(path).read_text())]
-        reference = next((r.steps_per_sec for r in loaded if r.objective == "flow_matching"), reference)
-        for r in loaded:
-            if r.fm_steps_per_sec != r.fm_steps_per_sec:  # nan: no flow matching beside it
-                r.fm_steps_per_sec = reference
-            rows[r.objective] = r
-    return [rows[m] for _, m in METHODS if m in rows]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--domain", choices=sorted(SETTINGS), required=True)
     parser.add_argument("--quick", action="store_true", help="tiny smoke setting (seconds per method)")
-    parser.add_argument("--methods", default=",".join(m for _, m in METHODS), help="comma-separated objective configs")
-    parser.add_argument("--steps", type=int, default=None, help="override the total training steps per method")
+    parser.add_argument("--methods", default=",".join(m.key for m in METHODS), help="comma-separated method keys")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="extra config overrides for every method")
-    parser.add_argument("--merge", nargs="*", default=[], metavar="RESULTS_JSON",
-                        help="results.json of earlier invocations; their rows are kept unless rerun here")
-    parser.add_argument("--no-fm", action="store_true", help="do not rerun flow matching; time relative to the merged flow-matching row")
-    parser.add_argument("--report-only", action="store_true", help="train nothing: write the report from --merge files")
+    parser.add_argument("--no-timing", action="store_true", help="skip the interleaved step-time phase")
+    parser.add_argument("--fresh", action="store_true", help="retrain runs whose results exist")
+    parser.add_argument("--name", default=None, help="results file name (default paper_table_<domain>)")
     parser.add_argument("--work-dir", default="runs/paper_table", help="where run folders go")
-    parser.add_argument("--out", default=str(RESULTS), help="where the table and plot go")
+    parser.add_argument("--out", default=str(RESULTS), help="where the table, plot and json go")
     args = parser.parse_args(argv)
 
     budget = "quick" if args.quick else "full"
-    overrides = [*SETTINGS[args.domain][budget], *COMMON]
-    if args.steps is not None:
-        overrides.append(f"train.steps={args.steps}")
-    overrides += args.set
-    wanted = args.methods.split(",")
-    unknown = sorted(set(wanted) - {m for _, m in METHODS})
+    overrides = [*SETTINGS[args.domain][budget], *COMMON, *args.set]
+    wanted = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = sorted(set(wanted) - set(BY_KEY))
     if unknown:
-        parser.error(f"unknown method(s) {unknown}; accepted: {', '.join(m for _, m in METHODS)}")
-    if "flow_matching" not in wanted and not args.no_fm:
-        wanted.insert(0, "flow_matching")  # the time reference
-    cfg = compose_config(overrides)
-    domain = build_domain(cfg)
-    if getattr(domain, "mixture", None) is not None:
-        domain.mixture = CachedFlow(domain.mixture)
+        parser.error(f"unknown method(s) {unknown}; accepted: {', '.join(BY_KEY)}")
+    if "flow_matching" not in wanted:
+        wanted.insert(0, "flow_matching")  # the time reference and the goals' baseline
+    methods = [m.key for m in METHODS if m.key in wanted]
     work = Path(args.work_dir) / f"{args.domain}_{budget}"
+    results = [run_method(BY_KEY[m], seed, [*overrides, *method_overrides(BY_KEY[m], budget)], work / m / f"seed{seed}", args.fresh)
+               for seed in args.seeds for m in methods]
+    ratios = {} if args.no_timing else step_time_ratios([BY_KEY[m] for m in methods], overrides, budget)
+    command = "python -m benchmarks.paper_table " + " ".join(argv if argv is not None else sys.argv[1:])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    results = []
-    for label, objective in METHODS:
-        if objective in wanted and not args.report_only:
-            extra = method_overrides(objective, args.domain, budget)
-            results.append(run_method(label, objective, [*overrides, *extra], domain, work / objective))
-    wall = time.perf_counter() - start
-    fm_sps = next((r.steps_per_sec for r in results if r.objective == "flow_matching"), float("nan"))
-    for r in results:
-        r.fm_steps_per_sec = fm_sps
-    if results:
-        (work / "results.json").write_text(json.dumps([vars(r) for r in results], indent=2, default=float))
-    results = merge_results(args.merge, results)
-    command = "python -m benchmarks.paper_table " + " ".join(argv if argv is not None else sys.argv[1:])
-    wall = sum(r.train_wall_s + r.eval_wall_s for r in results)
-    md = write_report(results, args.domain, budget, command, overrides, wall, out)
+    md = write_report(results, methods, args.domain, budget, command, overrides, ratios, out, args.name or f"paper_table_{args.domain}")
     print(f"Wrote {md}")
     return 0
 

@@ -1,0 +1,27 @@
+"""The benchmark's computed goals: statistics over seeds and each goal's verdict."""
+
+from benchmarks.paper_table import RunResult, goals, stats
+
+STEPS = [1, 2, 4, 8, 16, 32, 64, 128]
+
+
+def runs(method: str, curves: list[list[float]]) -> list[RunResult]:
+    return [RunResult(method, seed, 100, 1.0, 1.0, {f"swd@{n}": v for n, v in zip(STEPS, curve)} | {"flow_rmse@1": 0.2, "flow_rmse@128": 0.15})
+            for seed, curve in enumerate(curves)]
+
+
+def test_stats_are_mean_and_sample_std_over_seeds():
+    results = runs("shortcut", [[1.0] * 8, [3.0] * 8])
+    assert stats(results, "shortcut", "swd@4") == (2.0, 2.0 ** 0.5, 2)
+    assert stats(results, "flow_matching", "swd@4")[2] == 0
+
+
+def test_goals_name_the_budgets_that_miss():
+    shortcut = runs("shortcut", [[0.10, 0.09, 0.08, 0.08, 0.08, 0.08, 0.090, 0.090], [0.10, 0.09, 0.08, 0.08, 0.08, 0.08, 0.094, 0.094]])
+    flow = runs("flow_matching", [[1.0, 0.5, 0.2, 0.07, 0.08, 0.08, 0.090, 0.091], [1.0, 0.5, 0.2, 0.07, 0.08, 0.08, 0.090, 0.091]])
+    lines = goals(shortcut + flow, ["shortcut", "flow_matching"], "toy2d", {"shortcut": 1.05, "flow_matching": 1.0})
+    text = "\n".join(lines)
+    assert "**not met** at [8]." in text  # worse than flow matching at 8; 64 and 128 within a seed std
+    assert "non-increasing in the budget within one seed std: **not met** (32->64, 64->128)" not in text
+    assert "= 1.25 (goal at most 1.3): **met**" in text
+    assert "1.05" in text and "1.33x" in text
