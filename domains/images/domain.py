@@ -1,13 +1,17 @@
-"""``domain=imagenet | celebahq | image_folder``: 256x256 images, trained in the latent space of a VAE.
+"""``domain=imagenet | celebahq | image_folder``: 256x256 images, trained in the latent space of a VAE;
+``domain=fmnist``: 28x28 grey Fashion-MNIST (or MNIST), trained in pixel space.
 
-Data space and model space:
+Data space and model space (``space``):
 
-- training from pixels (``latents_dir: null``): ``train_data`` yields ``x`` = images, float32
-  NHWC in [-1, 1] (centre-cropped to ``image_size``, randomly flipped), and the codec is the
-  VAE: ``encode`` gives scaled latents (posterior mean), ``decode`` images in [-1, 1];
-- training from pre-encoded latents (``latents_dir`` set, see ``domains.images.latents``):
+- ``latent``, training from pixels (``latents_dir: null``): ``train_data`` yields ``x`` = images,
+  float32 NHWC in [-1, 1] (centre-cropped to ``image_size``, randomly flipped), and the codec is
+  the VAE: ``encode`` gives scaled latents (posterior mean), ``decode`` images in [-1, 1];
+- ``latent``, training from pre-encoded latents (``latents_dir`` set, see ``domains.images.latents``):
   ``x`` = scaled latents already, float32 ``latent_shape``; the codec's ``encode`` is then the
-  identity and ``decode`` still runs the VAE decoder, for pictures and FID.
+  identity and ``decode`` still runs the VAE decoder, for pictures and FID;
+- ``pixel``: ``x`` = the images, float32 (image_size, image_size, channels) in [-1, 1], and the
+  codec is the identity; no VAE. ``fit: pad`` centres small images (28x28) on an
+  ``image_size`` square of background (-1) instead of resizing them.
 
 Either way the core does ``codec.encode(batch["x"])`` to train and ``codec.decode(samples)``
 to see images. ``cond`` is int32 class labels (``num_classes`` is the null token) or None.
@@ -16,10 +20,17 @@ to see images. ``cond`` is int32 class labels (``num_classes`` is the null token
 Reference statistics for FID (the paper uses the whole training set):
 
     python -m domains.images.ref_stats --source imagenet --data-dir D --weights W --out imagenet_train.npz
+
+``evaluator: classifier`` replaces FID for small labelled datasets: a CNN judge trained once on
+the training split (``shortcutlib.metrics.classifier_judge``, cached in ``cache_dir``) gives the
+feature space of a Fréchet distance to the whole eval split, ``fd_<name>@n``; its predictions on
+class-conditional samples give ``class_acc@n``; ``fd_<name>_floor`` is the same distance for as
+many real training images as samples.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Iterator, Sequence
@@ -34,8 +45,9 @@ from flax import nnx
 
 from domains.images import grids
 from domains.images.latents import LatentSource
-from domains.images.preprocess import to_model_range, to_uint8
+from domains.images.preprocess import FITS, to_model_range, to_uint8
 from domains.images.sources import (
+    IDX_DATASETS,
     SOURCES,
     TFDS_DATASETS,
     DataMissingError,
@@ -48,14 +60,18 @@ from domains.images.sources import (
     ordered_batches,
     process_shard,
 )
+from domains.vector_eval import metric_vs_steps_plot
 from shortcutlib.config import require, require_choice
-from shortcutlib.domain import Batch, DomainConfig, SampleFn
+from shortcutlib.domain import Batch, DomainConfig, IdentityCodec, SampleFn
+from shortcutlib.metrics.classifier_judge import JudgeConfig
 
 log = logging.getLogger(__name__)
 
 # The classes of the DiT paper's sample figures (golden retriever, otter, lesser panda,
 # geyser, macaw, valley, balloon, arctic fox).
 IMAGENET_VIS_CLASSES = (207, 360, 387, 974, 88, 979, 417, 279)
+SPACES = ("latent", "pixel")
+EVALUATORS = ("fid", "classifier")
 
 
 @dataclass
@@ -74,13 +90,17 @@ class VisConfig:
     seed: int = 0
     classes: Optional[list[int]] = None  # null: the DiT paper's classes on ImageNet, else the first 8
     interpolation_points: int = 8
+    zoom: int = 1  # nearest-neighbour upscaling of every picture, for small images
 
 
 @dataclass
 class ImageConfig(DomainConfig):
     name: str = "imagenet"
-    source: str = "imagenet"  # imagenet | celebahq | image_folder
-    data_dir: Optional[str] = None  # TFDS data_dir, or the image folder
+    source: str = "imagenet"  # imagenet | celebahq | image_folder | fashion_mnist | mnist
+    data_dir: Optional[str] = None  # TFDS data_dir, the image folder, or the folder of the IDX files
+    space: str = "latent"  # latent: the VAE's latent space (latent_shape) | pixel: the images themselves, no VAE
+    channels: int = 3  # 3: RGB | 1: greyscale (pixel space only: the VAE takes RGB)
+    fit: str = "crop"  # crop: ADM centre crop and resize to image_size | pad: centred on image_size x image_size background (-1), never resized
     manual_dir: Optional[str] = None  # TFDS manual files (only named in the preparation hint)
     latents_dir: Optional[str] = None  # pre-encoded latents (python -m domains.images.encode_latents ...); null: encode on the fly
     eval_latents_dir: Optional[str] = None  # latents of the held-out split for eval_data (null: the training latents)
@@ -92,12 +112,28 @@ class ImageConfig(DomainConfig):
     cfg_scale: float = 1.0  # the guidance scale experiments pass to sampling and to the objective
     flip: bool = True  # random horizontal flips
     num_workers: int = 8  # image decoding threads per process
+    evaluator: str = "fid"  # fid: Inception FID against fid.ref_stats | classifier: Fréchet distance in a classifier judge's features
+    eval_samples: int = 2000  # evaluator=classifier: samples per budget (labels in equal proportions), and real images for the floor
+    eval_batch_size: int = 500  # evaluator=classifier: samples drawn per sampler call
+    eval_seed: int = 0  # evaluator=classifier: noise of the samples and the floor's subset of training images
+    cache_dir: Optional[str] = "~/.cache/shortcutlib"  # the classifier judge is cached here (null: trained at every start)
+    judge: JudgeConfig = field(default_factory=JudgeConfig)  # evaluator=classifier: its architecture and training
     fid: FidConfig = field(default_factory=FidConfig)
     vis: VisConfig = field(default_factory=VisConfig)
 
     def __post_init__(self) -> None:
         require_choice("source", self.source, SOURCES)
+        require_choice("space", self.space, SPACES)
+        require_choice("channels", self.channels, (1, 3))
+        require_choice("fit", self.fit, FITS)
+        require_choice("evaluator", self.evaluator, EVALUATORS)
         require(len(self.latent_shape) == 3, "latent_shape", self.latent_shape, "must be [height, width, channels].")
+        require(self.space == "pixel" or self.channels == 3, "channels", self.channels, "the VAE of space=latent takes RGB: use 3, or space=pixel.")
+        require(self.space == "latent" or not self.latents_dir, "latents_dir", self.latents_dir, "pre-encoded latents need space=latent.")
+        require(self.eval_samples >= 2, "eval_samples", self.eval_samples, "must be at least 2.")
+        require(self.eval_batch_size >= 1, "eval_batch_size", self.eval_batch_size, "must be at least 1.")
+        require(self.vis.zoom >= 1, "vis.zoom", self.vis.zoom, "must be at least 1.")
+        self.judge.check("judge.")
 
 
 class ImageCodec:
@@ -138,7 +174,7 @@ class ImageCodec:
 class ImageDomain:
     Config = ImageConfig
 
-    def __init__(self, config: ImageConfig, *, vae: Any = None):
+    def __init__(self, config: ImageConfig, *, vae: Any = None, check_data: bool = True):
         self.config = config
         self.name = config.name
         self.source = config.source
@@ -147,21 +183,39 @@ class ImageDomain:
         self.latents_dir = config.latents_dir
         self.eval_latents_dir = config.eval_latents_dir
         self.image_size = config.image_size
-        self.sample_shape = tuple(int(s) for s in config.latent_shape)
+        self.space = config.space
+        self.channels = config.channels
+        self.fit = config.fit
+        if self.space == "pixel":
+            self.sample_shape = (self.image_size, self.image_size, self.channels)
+        else:
+            self.sample_shape = tuple(int(s) for s in config.latent_shape)
         self.flip = config.flip
         self.num_workers = config.num_workers
+        self.evaluator = config.evaluator
+        self.eval_samples = config.eval_samples
+        self.eval_batch_size = config.eval_batch_size
+        self.eval_seed = config.eval_seed
+        self.cache_dir = config.cache_dir
+        self.judge_cfg = config.judge
         self.fid_cfg = config.fid
         self.vis_cfg = config.vis
         self.classes: list[str] | None = None
         self._features: Any = None  # FID Inception, loaded on first evaluation
+        self._judged: Any = None  # the classifier judge and its reference, built on first evaluation
+        self._sources: dict[str, ImageSource] = {}
         self._latent_sources: dict[str, LatentSource] = {}
         self.num_classes = self._resolve_num_classes(config.num_classes)
-        self.codec = ImageCodec(config.vae_path, pre_encoded=bool(self.latents_dir), chunk_size=config.vae_batch_size, vae=vae)
-        if not self.latents_dir:
+        if self.space == "pixel":
+            self.codec: Any = IdentityCodec()
+        else:
+            self.codec = ImageCodec(config.vae_path, pre_encoded=bool(self.latents_dir), chunk_size=config.vae_batch_size, vae=vae)
+        if check_data and not self.latents_dir:
             self._open("train")  # fail now, with instructions, if the data are missing
-        for key in ("weights", "ref_stats"):
-            if not getattr(self.fid_cfg, key):
-                log.warning("domain.fid.%s is not set: evaluation (FID) will fail; visualisation works.", key)
+        if check_data and self.evaluator == "fid":
+            for key in ("weights", "ref_stats"):
+                if not getattr(self.fid_cfg, key):
+                    log.warning("domain.fid.%s is not set: evaluation (FID) will fail; visualisation works.", key)
 
     def _latent_source(self, directory: str) -> LatentSource:
         """Pre-encoded latents, opened on first use (evaluation needs none)."""
@@ -184,6 +238,8 @@ class ImageDomain:
             return self._latent_source(self.latents_dir).num_classes
         if self.source in TFDS_DATASETS:
             return TFDS_DATASETS[self.source].num_classes
+        if self.source in IDX_DATASETS:
+            return IDX_DATASETS[self.source].num_classes
         if self.data_dir is None:
             raise DataMissingError("domain.data_dir is not set: point it at the image folder.")
         self.classes = folder_classes(folder_split_dir(self.data_dir, "train"))
@@ -192,10 +248,14 @@ class ImageDomain:
     # ------------------------------------------------------------------ data
 
     def _open(self, split: str) -> ImageSource:
+        """The split's source, opened once (IDX sources hold their images in memory)."""
+        if split in self._sources:
+            return self._sources[split]
         source = open_source(self.source, split, self.data_dir, manual_dir=self.manual_dir, classes=self.classes)
         if self.num_classes and source.num_classes > self.num_classes:
             raise ValueError(f"The data have {source.num_classes} classes, more than domain.num_classes={self.num_classes}.")
         self.classes = self.classes or getattr(source, "classes", None) or None
+        self._sources[split] = source
         return source
 
     def _pixel_batches(self, split: str, batch_size: int, seed: int, start_batch: int, flip: bool) -> Iterator[Batch]:
@@ -208,6 +268,8 @@ class ImageDomain:
             flip=flip,
             seed=seed,
             num_workers=self.num_workers,
+            channels=self.channels,
+            fit=self.fit,
         )
         for batch in stream:
             yield {"x": to_model_range(batch["images"]), "cond": batch["labels"] if self.num_classes else None}
@@ -226,11 +288,20 @@ class ImageDomain:
         return self._pixel_batches("eval", batch_size, seed, 0, flip=False)
 
     def reference_images(self, split: str = "train", batch_size: int = 64, limit: int | None = None) -> Iterator[np.ndarray]:
-        """One ordered pass of uint8 centre crops (no flips), for FID reference statistics."""
+        """One ordered pass of uint8 centre crops (or padded images; no flips), for reference statistics."""
+        for batch in self._reference_batches(split, batch_size, limit):
+            yield batch["images"]
+
+    def _reference_batches(self, split: str, batch_size: int, limit: int | None = None) -> Iterator[dict[str, np.ndarray]]:
         source = self._open(split)
         indices = np.arange(len(source) if limit is None else min(limit, len(source)))
-        for batch in image_batches(source, ordered_batches(indices, batch_size), image_size=self.image_size, num_workers=self.num_workers):
-            yield batch["images"]
+        yield from image_batches(source, ordered_batches(indices, batch_size), image_size=self.image_size,
+                                 num_workers=self.num_workers, channels=self.channels, fit=self.fit)
+
+    def labelled_images(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+        """A whole split in memory, ordered: uint8 images (N, H, W, C) as the model sees them, and int32 labels."""
+        batches = list(self._reference_batches(split, batch_size=1000))
+        return np.concatenate([b["images"] for b in batches]), np.concatenate([b["labels"] for b in batches]).astype(np.int32)
 
     # ------------------------------------------------------------------ model
 
@@ -248,20 +319,32 @@ class ImageDomain:
     def decode_to_uint8(self, z: Any) -> np.ndarray:
         return to_uint8(np.asarray(self.codec.decode(z)))
 
-    def generate(self, sample_fn: SampleFn, num_steps: int, num_samples: int, batch_size: int, seed: int = 0) -> Iterator[np.ndarray]:
+    def generate(
+        self, sample_fn: SampleFn, num_steps: int, num_samples: int, batch_size: int, seed: int = 0, labels: np.ndarray | None = None
+    ) -> Iterator[np.ndarray]:
         """uint8 images in batches; batch ``i`` uses the same noise and labels at every budget.
 
+        ``labels`` (num_samples,) fixes the classes drawn; otherwise they are :meth:`sample_cond`'s.
         Every call draws a full batch (one compiled shape); the last one is truncated.
         """
         base = jax.random.key(seed)
         for i, start in enumerate(range(0, num_samples, batch_size)):
-            cond = self.sample_cond(batch_size, seed=seed * 1_000_003 + i)
+            if labels is None or self.num_classes <= 0:
+                cond = self.sample_cond(batch_size, seed=seed * 1_000_003 + i)
+            else:
+                cond = np.resize(np.asarray(labels[start : start + batch_size], np.int32), batch_size)  # the last batch filled by repetition
             z = sample_fn(jax.random.fold_in(base, i), num_steps, batch_size, cond)
             yield self.decode_to_uint8(z)[: num_samples - start]
 
     # ------------------------------------------------------------------ evaluation
 
     def evaluate(self, sample_fn: SampleFn, steps: Sequence[int], out_dir: Path) -> dict[str, float]:
+        """The configured evaluator's metrics at every step budget (``fid@n``, or ``fd_<name>@n`` and ``class_acc@n``)."""
+        if self.evaluator == "classifier":
+            return self._classifier_evaluate(sample_fn, steps, out_dir)
+        return self._fid_evaluate(sample_fn, steps, out_dir)
+
+    def _fid_evaluate(self, sample_fn: SampleFn, steps: Sequence[int], out_dir: Path) -> dict[str, float]:
         """FID-N (``fid.num_samples``) at every step budget against ``fid.ref_stats``; writes the FID-vs-steps plot."""
         from shortcutlib.metrics.fid import InceptionFeatures, compute_statistics, frechet_distance, load_statistics
 
@@ -294,6 +377,76 @@ class ImageDomain:
         grids.fid_vs_steps_plot(metrics, out_dir / "fid_vs_steps.png")
         return metrics
 
+    def _judge(self) -> Any:
+        """The classifier judge, the eval split's feature statistics, the floor and the judge's eval accuracy; built once."""
+        if self._judged is None:
+            from shortcutlib.metrics.classifier_judge import ClassifierJudge, statistics
+            from shortcutlib.metrics.frechet import frechet_distance
+
+            train_images, train_labels = self.labelled_images("train")
+            source = self._open("train")
+            if source.num_classes <= 0:
+                raise ValueError(f"domain.evaluator=classifier needs labelled data; source {self.source} has no labels: use evaluator=fid.")
+            if self.eval_samples > len(train_images):
+                raise ValueError(f"domain.eval_samples={self.eval_samples} exceeds the {len(train_images)} training images the floor draws from.")
+            train_x = to_model_range(train_images)
+            judge = ClassifierJudge.fit_or_load(train_x, train_labels, source.num_classes, self.judge_cfg, self.cache_dir)
+            eval_images, eval_labels = self.labelled_images("eval")
+            ref_features, ref_predictions = judge.features_and_predictions(to_model_range(eval_images))
+            mu_ref, sigma_ref = statistics(ref_features)
+            # The floor: as many real images as samples, against the same reference.
+            subset = np.sort(np.random.default_rng(self.eval_seed).choice(len(train_x), self.eval_samples, replace=False))
+            floor = frechet_distance(*statistics(judge.features(train_x[subset])), mu_ref, sigma_ref)
+            self._judged = {
+                "judge": judge,
+                "mu_ref": mu_ref,
+                "sigma_ref": sigma_ref,
+                "floor": floor,
+                "eval_accuracy": float(np.mean(ref_predictions == eval_labels)),
+                "num_reference": len(eval_images),
+            }
+            log.info("Classifier judge %s: accuracy %.4f on the eval split (%d images).", judge.sha1, self._judged["eval_accuracy"], len(eval_images))
+        return self._judged
+
+    def _classifier_evaluate(self, sample_fn: SampleFn, steps: Sequence[int], out_dir: Path) -> dict[str, float]:
+        """Per budget: ``eval_samples`` samples (labels 0, 1, ..., in equal proportions, when class-conditional);
+        ``fd_<name>@n``, their Fréchet distance to the eval split in the judge's features, and ``class_acc@n``,
+        the judge's accuracy on them against the labels they were drawn for; ``fd_<name>_floor``, the distance
+        of ``eval_samples`` real training images. Writes ``fd.json`` (with the judge's weights SHA-1) and a plot."""
+        from shortcutlib.metrics.classifier_judge import statistics
+        from shortcutlib.metrics.frechet import frechet_distance
+
+        judged = self._judge()
+        judge, num = judged["judge"], self.eval_samples
+        fd_key = f"fd_{self.name}"
+        labels = np.arange(num, dtype=np.int32) % self.num_classes if self.num_classes > 0 else None
+        metrics: dict[str, float] = {}
+        for n in steps:
+            images = np.concatenate(list(self.generate(sample_fn, int(n), num, self.eval_batch_size, self.eval_seed, labels=labels)))
+            features, predictions = judge.features_and_predictions(to_model_range(images))
+            metrics[f"{fd_key}@{int(n)}"] = frechet_distance(*statistics(features), judged["mu_ref"], judged["sigma_ref"])
+            if labels is not None:
+                metrics[f"class_acc@{int(n)}"] = float(np.mean(predictions == labels))
+            log.info("Judge Fréchet distance (%d samples) at %d step(s): %.4f", num, n, metrics[f"{fd_key}@{int(n)}"])
+        metrics[f"{fd_key}_floor"] = judged["floor"]
+        log.info("Judge weights SHA-1 %s; floor (%d real training images): %.4f", judge.sha1, num, judged["floor"])
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if jax.process_index() == 0:
+            record = {
+                "evaluator": "classifier",
+                "judge_sha1": judge.sha1,
+                "judge_cache_key": judge.key,
+                "judge_eval_accuracy": judged["eval_accuracy"],
+                "judge": dataclasses.asdict(self.judge_cfg),
+                "num_samples": num,
+                "num_reference": judged["num_reference"],
+                **metrics,
+            }
+            (out_dir / "fd.json").write_text(json.dumps(record, indent=2))
+            metric_vs_steps_plot(metrics, [fd_key], out_dir / "fd_vs_steps.png", "Fréchet distance (judge features)")
+        return metrics
+
     def visualize(self, sample_fn: SampleFn, steps: Sequence[int], out_dir: Path) -> list[Path]:
         """Per step budget: a sample grid (one row per budget, the same noise in every row), class
         grids (the same noise in every class row, with the sampler's CFG), and a noise-interpolation
@@ -323,7 +476,7 @@ class ImageDomain:
             ])
         grid, interp, per_class = {}, {}, {}
         for n in steps:
-            images = self.decode_to_uint8(sample_fn(key, n, len(noise), cond, noise=noise))
+            images = grids.zoom(self.decode_to_uint8(sample_fn(key, n, len(noise), cond, noise=noise)), self.vis_cfg.zoom)
             grid[n], interp[n] = images[:k], images[len(images) - num_interp :]
             per_class[n] = {c: images[(i + 1) * k : (i + 2) * k] for i, c in enumerate(classes)}
 
@@ -335,8 +488,21 @@ class ImageDomain:
 
     # ------------------------------------------------------------------ checkpoint state
 
+    @classmethod
+    def restore(cls, config: ImageConfig, state: dict[str, Any]) -> ImageDomain:
+        """From a checkpoint's state, without the dataset (to sample from a trained model)."""
+        if "num_classes" in state:
+            config = dataclasses.replace(config, num_classes=int(state["num_classes"]))
+        domain = cls(config, check_data=False)
+        domain.load_state(state)
+        return domain
+
+    def output(self, z: np.ndarray) -> np.ndarray:
+        """uint8 images (N, H, W, C): decoded by the VAE in latent space."""
+        return self.decode_to_uint8(z)
+
     def state(self) -> dict[str, Any]:
-        return {"classes": self.classes} if self.classes else {}
+        return {"num_classes": self.num_classes, **({"classes": self.classes} if self.classes else {})}
 
     def load_state(self, state: dict[str, Any]) -> None:
         if state.get("classes"):

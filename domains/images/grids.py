@@ -13,8 +13,23 @@ from domains.vector_eval import metric_vs_steps_plot
 LABEL_WIDTH = 64
 
 
+def as_rgb(images: np.ndarray) -> np.ndarray:
+    """(..., H, W, 1) greyscale -> (..., H, W, 3) grey RGB; RGB unchanged."""
+    images = np.asarray(images)
+    return np.repeat(images, 3, axis=-1) if images.shape[-1] == 1 else images
+
+
+def zoom(images: np.ndarray, factor: int) -> np.ndarray:
+    """Nearest-neighbour upscaling of (N, H, W, C) images by an integer ``factor``, so small images stay sharp."""
+    if factor == 1:
+        return images
+    return np.repeat(np.repeat(images, factor, axis=-3), factor, axis=-2)
+
+
 def tile(rows: Sequence[np.ndarray], pad: int = 2, background: int = 255) -> np.ndarray:
-    """Tile rows of uint8 images, each (C, H, W, 3), into one (R(H+pad)+pad, C(W+pad)+pad, 3) picture."""
+    """Tile rows of uint8 images, each (C, H, W, 3) or greyscale (C, H, W, 1), into one
+    (R(H+pad)+pad, C(W+pad)+pad, 3) picture."""
+    rows = [as_rgb(r) for r in rows]
     n_rows = len(rows)
     n_cols = max(len(r) for r in rows)
     h, w = rows[0].shape[1:3]
@@ -51,7 +66,7 @@ def budget_grid(samples: Mapping[int, np.ndarray], path: Path) -> Path:
 
 
 def sample_grid(images: np.ndarray, path: Path, ncols: int = 8) -> Path:
-    """A plain grid of (N, H, W, 3) uint8 samples, ``ncols`` per row."""
+    """A plain grid of (N, H, W, 3) or (N, H, W, 1) uint8 samples, ``ncols`` per row."""
     rows = [images[i : i + ncols] for i in range(0, len(images), ncols)]
     return save_png(tile(rows), path)
 

@@ -1,9 +1,11 @@
-"""Image data sources: TFDS array_record datasets (ImageNet-256, CelebA-HQ-256) and image folders.
+"""Image data sources: TFDS array_record datasets (ImageNet-256, CelebA-HQ-256), image folders, and
+the IDX files of MNIST and Fashion-MNIST.
 
 A source gives random access to raw examples: ``read(indices)`` returns undecoded items
-(encoded bytes or file paths) and their labels in one I/O call, ``decode(item)`` turns one
-into an RGB PIL image. :func:`image_batches` decodes, crops and flips in a thread pool
-(PIL releases the GIL) and yields host-local uint8 batches.
+(encoded bytes, file paths, or the arrays of IDX files) and their labels in one I/O call,
+``decode(item)`` turns one into a PIL image (RGB, or greyscale "L" for the IDX datasets).
+:func:`image_batches` decodes, crops (or pads) and flips in a thread pool (PIL releases the
+GIL) and yields host-local uint8 batches.
 
 Reading TFDS datasets needs no TensorFlow: they are opened as ``array_record`` data
 sources with image decoding skipped, and decoded here with PIL. Preparing them once with
@@ -17,6 +19,7 @@ every example.
 
 from __future__ import annotations
 
+import gzip
 import os
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -28,7 +31,7 @@ from typing import Any, Protocol
 import numpy as np
 from PIL import Image
 
-from domains.images.preprocess import center_crop_resize, decode_image, random_flip
+from domains.images.preprocess import decode_image, prepare_image, random_flip
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 EVAL_SPLIT_DIRS = ("validation", "val", "test")
@@ -223,9 +226,150 @@ class FolderSource:
 
 
 # --------------------------------------------------------------------------------------
+# IDX files (MNIST, Fashion-MNIST)
+
+# The IDX type byte -> numpy dtype; multi-byte values are big-endian.
+IDX_DTYPES = {0x08: np.dtype(np.uint8), 0x09: np.dtype(np.int8), 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
+              0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+
+FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+
+
+@dataclass(frozen=True)
+class IDXSpec:
+    """A dataset shipped as the four IDX files of MNIST's layout, and where to get them."""
+
+    title: str
+    classes: tuple[str, ...]
+    how_to_get: str  # one sentence, part of a one-line error
+    default_dir: str | None = None  # used when domain.data_dir is null and the folder exists
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+IDX_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "eval": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+FASHION_MNIST_DEB_DIR = "/usr/share/datasets/fashion-mnist"
+
+IDX_DATASETS: dict[str, IDXSpec] = {
+    "fashion_mnist": IDXSpec(
+        title="Fashion-MNIST",
+        classes=FASHION_MNIST_CLASSES,
+        how_to_get=(
+            f"install Debian's package with `apt-get install -y dataset-fashion-mnist` (as root; it puts them in "
+            f"{FASHION_MNIST_DEB_DIR}), or without root `apt-get download dataset-fashion-mnist && dpkg-deb -x "
+            f"dataset-fashion-mnist_*.deb <dir>` (they land in <dir>{FASHION_MNIST_DEB_DIR})"
+        ),
+        default_dir=FASHION_MNIST_DEB_DIR,
+    ),
+    "mnist": IDXSpec(
+        title="MNIST",
+        classes=tuple(str(i) for i in range(10)),
+        how_to_get="download the four from http://yann.lecun.com/exdb/mnist/ (or a mirror of it)",
+    ),
+}
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """An IDX file (gzipped or not) as a numpy array in native byte order.
+
+    Header: two zero bytes, a type byte (0x08 uint8, ..., 0x0E float64), the number of
+    dimensions, then each dimension as a big-endian uint32; the values follow, big-endian.
+    """
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in IDX_DTYPES or data[3] == 0:
+        magic = data[:4].hex() if len(data) >= 4 else data.hex() or "empty"
+        raise ValueError(f"{path} is not an IDX file: magic number 0x{magic} (expected 0x0000TTNN: type TT in "
+                         f"{', '.join(f'{t:02x}' for t in IDX_DTYPES)}, NN dimensions).")
+    dtype, ndim = IDX_DTYPES[data[2]], data[3]
+    header = 4 + 4 * ndim
+    shape = tuple(int(d) for d in np.frombuffer(data, ">u4", count=ndim, offset=4)) if len(data) >= header else ()
+    expected = header + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if len(data) < header or len(data) != expected:
+        raise ValueError(f"{path}: IDX header announces shape {shape} ({expected} bytes with the header), the file has {len(data)}.")
+    return np.frombuffer(data, dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+
+
+def write_idx(path: str | os.PathLike, array: np.ndarray) -> Path:
+    """Write ``array`` as an IDX file (gzipped when the name ends in .gz): the inverse of :func:`read_idx`."""
+    path = Path(path)
+    array = np.asarray(array)
+    codes = {dt.newbyteorder("="): code for code, dt in IDX_DTYPES.items()}
+    native = array.dtype.newbyteorder("=")
+    if native not in codes:
+        raise ValueError(f"IDX cannot store {array.dtype}; use one of {sorted({str(d) for d in codes})}.")
+    code = codes[native]
+    header = bytes([0, 0, code, array.ndim]) + np.asarray(array.shape, ">u4").tobytes()
+    body = np.ascontiguousarray(array, IDX_DTYPES[code]).tobytes()
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "wb") as f:
+        f.write(header + body)
+    return path
+
+
+def idx_data_dir(source: str, data_dir: str | os.PathLike | None) -> Path:
+    """The folder holding ``source``'s four IDX files; raises :class:`DataMissingError` (one line) if they are not there."""
+    spec = IDX_DATASETS[source]
+    if data_dir is None and spec.default_dir and Path(spec.default_dir).is_dir():
+        data_dir = spec.default_dir
+    names = [name for pair in IDX_FILES.values() for name in pair]
+    folder = Path(data_dir).expanduser() if data_dir is not None else None
+    missing = names if folder is None else [n for n in names if _idx_path(folder, n) is None]
+    if missing:
+        where = "domain.data_dir is not set" if folder is None else f"{folder} lacks {', '.join(missing)}"
+        raise DataMissingError(
+            f"{spec.title} not found ({where}): expected a folder with {', '.join(n + '[.gz]' for n in names)}; to get them, "
+            f"{spec.how_to_get}; domain.data_dir can point at any folder holding these files."
+        )
+    return folder
+
+
+def _idx_path(folder: Path, name: str) -> Path | None:
+    for candidate in (folder / name, folder / f"{name}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+class IDXSource:
+    """One split of an IDX dataset, held in memory as uint8 (N, H, W); items are single images."""
+
+    def __init__(self, folder: str | os.PathLike, split: str, classes: Sequence[str]):
+        image_name, label_name = IDX_FILES[split]
+        folder = Path(folder)
+        self.images = read_idx(_idx_path(folder, image_name))
+        self.labels = read_idx(_idx_path(folder, label_name)).astype(np.int32)
+        if self.images.ndim != 3 or self.images.dtype != np.uint8:
+            raise ValueError(f"{folder / image_name}: expected uint8 images (N, H, W), got {self.images.dtype} {self.images.shape}.")
+        if self.labels.shape != (len(self.images),):
+            raise ValueError(f"{folder / label_name}: {self.labels.shape[0]} labels for {len(self.images)} images.")
+        self.classes = list(classes)
+        self.num_classes = len(self.classes)
+        if len(self.labels) and not 0 <= self.labels.min() <= self.labels.max() < self.num_classes:
+            raise ValueError(f"{folder / label_name}: labels outside 0..{self.num_classes - 1}.")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def read(self, indices: Sequence[int]) -> tuple[list[np.ndarray], np.ndarray]:
+        idx = np.asarray(indices, dtype=np.int64)
+        return list(self.images[idx]), self.labels[idx]
+
+    def decode(self, item: np.ndarray) -> Image.Image:
+        return Image.fromarray(np.ascontiguousarray(item))  # 2-D uint8: greyscale ("L")
+
+
+# --------------------------------------------------------------------------------------
 # Opening by name
 
-SOURCES = ("imagenet", "celebahq", "image_folder")
+SOURCES = ("imagenet", "celebahq", "image_folder", *IDX_DATASETS)
 
 
 def open_source(
@@ -236,9 +380,15 @@ def open_source(
     manual_dir: str | os.PathLike | None = None,
     classes: Sequence[str] | None = None,
 ) -> ImageSource:
-    """Open ``split`` ("train" or "eval") of a named source; raises :class:`DataMissingError` with instructions."""
+    """Open ``split`` ("train" or "eval") of a named source; raises :class:`DataMissingError` with instructions.
+
+    IDX datasets read ``train-*`` for "train" and ``t10k-*`` for "eval"; Fashion-MNIST falls back
+    to the Debian package's folder when ``data_dir`` is None.
+    """
     if split not in ("train", "eval"):
         raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
+    if source in IDX_DATASETS:
+        return IDXSource(idx_data_dir(source, data_dir), split, IDX_DATASETS[source].classes)
     if data_dir is None:
         if source in TFDS_DATASETS:
             spec = TFDS_DATASETS[source]
@@ -324,8 +474,11 @@ def image_batches(
     seed: int = 0,
     num_workers: int = 8,
     prefetch: int = 2,
+    channels: int = 3,
+    fit: str = "crop",
 ) -> Iterator[dict[str, np.ndarray]]:
-    """Decoded, centre-cropped uint8 NHWC batches ``{"images", "labels", "indices"}``.
+    """Decoded uint8 NHWC batches ``{"images", "labels", "indices"}`` of ``channels`` channels,
+    centre-cropped or padded to ``image_size`` (``fit``, see :func:`~domains.images.preprocess.prepare_image`).
 
     The flip mask of batch ``k`` comes from :func:`flip_rng` ``(seed, k)``: reproducible on
     resume and independent of thread scheduling.
@@ -335,7 +488,7 @@ def image_batches(
     def load(numbered: tuple[int, np.ndarray]) -> dict[str, np.ndarray]:
         number, idx = numbered
         items, labels = source.read(idx)
-        images = np.stack(list(pool.map(lambda item: center_crop_resize(source.decode(item), image_size), items)))
+        images = np.stack(list(pool.map(lambda item: prepare_image(source.decode(item), image_size, channels, fit), items)))
         if flip:
             images = random_flip(images, flip_rng(seed, number))
         return {"images": images, "labels": labels, "indices": np.asarray(idx)}
