@@ -96,6 +96,19 @@ class ScalarEmbedder(nnx.Module):
         return self.fc2(nnx.silu(self.fc1(h)))
 
 
+def set_embedding_scales(backbone: nnx.Module, scale: float) -> nnx.Module:
+    """Set the sinusoid scale of the t and d embeddings of every ``ConditionEmbedder`` in ``backbone``
+    (a training choice of some objectives, see ``objectives.meanflow``); the weights are unchanged."""
+    found = False
+    for _, module in nnx.iter_graph(backbone):
+        if isinstance(module, ConditionEmbedder):
+            module.t_embedder.scale = module.d_embedder.scale = float(scale)
+            found = True
+    if not found:
+        raise ValueError(f"{type(backbone).__name__} has no ConditionEmbedder whose embedding scales could be set.")
+    return backbone
+
+
 class LabelEmbedder(nnx.Module):
     """Class-label table with ``num_classes + 1`` rows; row ``num_classes`` is the null token (CFG).
 

@@ -29,7 +29,7 @@ as MeanFlow, ``guidance_max = 8`` with ``beta = 1`` (paper, B/2 configuration).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
@@ -37,6 +37,7 @@ import numpy as np
 from flax import nnx
 
 from shortcutlib.config import ComponentConfig, require, require_choice
+from shortcutlib.nn.embeddings import set_embedding_scales
 from shortcutlib.nn.guidance import GUIDANCE_KEY, add_guidance_input
 from shortcutlib.objectives.base import Objective, SamplePlan, Targets
 from shortcutlib.objectives.common import broadcast_to_x, drop_labels, interpolate
@@ -60,6 +61,7 @@ class Config(ComponentConfig):
     guidance_max: float = 8.0  # class-conditional data: omega drawn in [1, guidance_max]; 1: no guidance input
     guidance_beta: float = 1.0  # density of omega ~ omega^-beta (1: log-uniform)
     sample_interval: list[float] = field(default_factory=lambda: [0.0, 1.0])  # t range where sampling guidance applies
+    embedding_scale: Optional[float] = 10.0  # t and d enter the backbone's sinusoids times this (see meanflow)
 
     def __post_init__(self) -> None:
         require(0.0 <= self.mean_fraction <= 1.0, "mean_fraction", self.mean_fraction, "must be in [0, 1].")
@@ -89,6 +91,8 @@ class ImprovedMeanFlow(Objective):
         return self.num_classes > 0 and self.config.guidance_max > 1.0
 
     def adapt_backbone(self, backbone: nnx.Module, rngs: nnx.Rngs) -> nnx.Module:
+        if self.config.embedding_scale is not None:
+            set_embedding_scales(backbone, self.config.embedding_scale)
         return add_guidance_input(backbone, rngs) if self.guided else backbone
 
     def targets(self, key: jax.Array, batch: dict[str, Any], model: VelocityFn, ema_model: VelocityFn, **_: Any) -> Targets:

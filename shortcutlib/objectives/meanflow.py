@@ -31,10 +31,11 @@ weight ``1 / sg(||V - v||^2 + c)^p`` with the error summed over dimensions, p = 
 with ``v_c, v_u`` the model's own conditional and unconditional instantaneous velocities; the
 sampler then adds no guidance of its own (effective scale ``omega / (1 - kappa)``).
 
-The time and step embeddings must be smooth in t and d (``model.time_scale``/``step_scale`` of
-order 1, as the reference embeds raw t and d): the JVP differentiates them, and a sinusoid of
-1000 t makes ``du/dt`` dominated by its fastest components (measured: the targets diverge without
-the adaptive weight; see benchmarks/results/). With ``model.prediction=data`` the network's output
+The time and step embeddings must be smooth in t and d (the reference embeds raw t and d): the JVP
+differentiates them, and a sinusoid of 1000 t (DiT's, the backbones' default) makes ``du/dt``
+dominated by its fastest components, so the targets diverge without the adaptive weight. The
+objective therefore sets the backbone's t and d sinusoids to ``embedding_scale`` (see
+benchmarks/results/meanflow_diagnosis.md). With ``model.prediction=data`` the network's output
 x1_hat defines ``u = (x1_hat - z_t) / max(1 - t, min_remaining)``: the JVP differentiates through
 that map, so where ``1 - t < min_remaining`` the identity constrains the clipped field.
 """
@@ -42,12 +43,14 @@ that map, so where ``1 - t < min_remaining`` the identity constrains the clipped
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
+from flax import nnx
 
 from shortcutlib.config import ComponentConfig, require, require_choice
+from shortcutlib.nn.embeddings import set_embedding_scales
 from shortcutlib.objectives.base import Objective, Targets
 from shortcutlib.objectives.common import broadcast_to_x, drop_labels, interpolate
 from shortcutlib.objectives.shortcut import bootstrap_size
@@ -65,6 +68,7 @@ class Config(ComponentConfig):
     guidance_omega: float = 1.0  # omega of the baked guidance (Eq. 19); 1 with kappa 0: none
     guidance_kappa: float = 0.0
     guidance_interval: list[float] = field(default_factory=lambda: [0.0, 1.0])  # t range where guidance is baked
+    embedding_scale: Optional[float] = 10.0  # t and d enter the backbone's sinusoids times this (null: the backbone's own)
 
     def __post_init__(self) -> None:
         require(0.0 <= self.mean_fraction <= 1.0, "mean_fraction", self.mean_fraction, "must be in [0, 1].")
@@ -124,6 +128,10 @@ class MeanFlow(Objective):
     """The tangent of the total derivative is the regressed (conditional, possibly guided) velocity."""
 
     Config = Config
+
+    def adapt_backbone(self, backbone: nnx.Module, rngs: nnx.Rngs) -> nnx.Module:
+        scale = self.config.embedding_scale
+        return backbone if scale is None else set_embedding_scales(backbone, scale)
 
     def targets(self, key: jax.Array, batch: dict[str, Any], model: VelocityFn, ema_model: VelocityFn, **_: Any) -> Targets:
         cfg = self.config

@@ -123,3 +123,16 @@ def test_one_step_sample_of_exact_model_is_the_flow_map():
     plan = meanflow.MeanFlow().sample_plan(1)
     np.testing.assert_allclose(euler_sample(ORACLE, x0, plan), exact, rtol=1e-4, atol=1e-4)
     assert plan == Shortcut().sample_plan(1)
+
+
+def test_the_backbone_it_trains_embeds_t_and_d_smoothly():
+    from flax import nnx
+
+    from shortcutlib.nn.mlp import ResidualMLP
+
+    backbone = ResidualMLP(data_shape=(2,), hidden=16, depth=1, rngs=nnx.Rngs(0))
+    assert backbone.cond_embedder.t_embedder.scale == 1000.0
+    adapted = meanflow.MeanFlow().adapt_backbone(backbone, nnx.Rngs(1))
+    assert adapted.cond_embedder.t_embedder.scale == adapted.cond_embedder.d_embedder.scale == 10.0
+    kept = meanflow.MeanFlow(meanflow.Config(embedding_scale=None)).adapt_backbone(ResidualMLP(data_shape=(2,), hidden=16, depth=1, rngs=nnx.Rngs(0)), nnx.Rngs(1))
+    assert kept.cond_embedder.t_embedder.scale == 1000.0
