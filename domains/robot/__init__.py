@@ -8,3 +8,6 @@ Headless rendering defaults to EGL (``MUJOCO_GL=egl``) unless MUJOCO_GL is alrea
 import os
 
 os.environ.setdefault("MUJOCO_GL", "egl")
+
+# Locally collected and generated datasets are cached here (the domain's ``data_dir`` default).
+DEFAULT_DATA_DIR = "~/.cache/shortcutlib/robot"

@@ -13,7 +13,7 @@ shape never changes (no recompilation of jitted policies).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +29,8 @@ EVAL_STREAM = 1  # seed stream of evaluation episodes (collection uses 0)
 class _Slot:
     """One environment of the batch and the episode it is running."""
 
-    def __init__(self, env: Any, spec: TaskSpec, obs_horizon: int):
-        self.env, self.spec, self.obs_horizon = env, spec, obs_horizon
+    def __init__(self, env: Any, spec: TaskSpec, obs_horizon: int, max_steps: int | None = None):
+        self.env, self.spec, self.obs_horizon, self.max_steps = env, spec, obs_horizon, max_steps
         self.active = False
         self.history: np.ndarray | None = None
 
@@ -44,7 +44,7 @@ class _Slot:
         self.history = np.concatenate([self.history[1:], self.spec.obs_fn(obs)[None]], axis=0)
         self.ret += float(reward)
         self.length += 1
-        if terminated or truncated:
+        if terminated or truncated or (self.max_steps is not None and self.length >= self.max_steps):
             self.active = False
             self.success = self.spec.success_fn(info, obs, self.env)
 
@@ -60,6 +60,8 @@ def evaluate_policy(
     num_envs: int = 1,
     record_video: Path | None = None,
     video_fps: int = 20,
+    max_episode_steps: int | None = None,
+    envs: Sequence[Any] | None = None,
 ) -> dict[str, Any]:
     """Run ``num_episodes`` episodes of ``policy`` on ``task`` and return its metrics.
 
@@ -67,21 +69,31 @@ def evaluate_policy(
     (mean wall time of one policy call on the whole batch, measured after one untimed
     warm-up call so jit compilation is excluded), num_episodes, num_policy_calls, and
     video_path (str) when ``record_video`` is a '.gif' or '.mp4' path: the first episode,
-    rendered from the first environment. Actions are clipped to the action space.
+    rendered from the first environment. Actions are clipped to the action space;
+    ``max_episode_steps`` ends episodes earlier than the task's time limit. ``envs`` are
+    environments of the task to run on, left open for the next call (building OGBench's costs a
+    model compilation each); by default ``num_envs`` are built and closed here. When the
+    episodes' reset options name evaluation tasks (``task_id``), task_success maps each task
+    to its success rate.
     """
     if num_episodes < 1 or num_envs < 1 or obs_horizon < 1 or action_horizon < 1:
         raise ValueError("num_episodes, num_envs, obs_horizon and action_horizon must all be >= 1.")
     spec = get_task(task)
     if record_video is not None:
         ensure_rendering()
-    num_envs = min(num_envs, num_episodes)
-    envs = [
-        spec.make_env(render_mode="rgb_array" if record_video is not None and i == 0 else None, seed=seed + i)
-        for i in range(num_envs)
-    ]
+        if envs is not None:
+            raise ValueError("record_video needs environments built here (with rendering): pass envs=None.")
+    owned = envs is None
+    if owned:
+        envs = [
+            spec.make_env(render_mode="rgb_array" if record_video is not None and i == 0 else None, seed=seed + i)
+            for i in range(min(num_envs, num_episodes))
+        ]
+    envs = list(envs)[:num_episodes]
     low, high = envs[0].action_space.low, envs[0].action_space.high
-    slots = [_Slot(env, spec, obs_horizon) for env in envs]
+    slots = [_Slot(env, spec, obs_horizon, max_episode_steps) for env in envs]
     episodes: list[tuple[float, int, bool]] = []
+    task_ids: list[Any] = []
     latencies: list[float] = []
     frames: list[np.ndarray] = []
     warmed_up = False
@@ -113,9 +125,11 @@ def evaluate_policy(
                     if not any(s.active for s in slots):
                         break
             episodes.extend((s.ret, s.length, s.success) for s, _ in zip(slots, wave))
+            task_ids.extend((spec.reset_options(episode) or {}).get("task_id") for episode in wave)
     finally:
-        for env in envs:
-            env.close()
+        if owned:
+            for env in envs:
+                env.close()
 
     returns, lengths, successes = (np.array(x, dtype=np.float64) for x in zip(*episodes))
     metrics: dict[str, Any] = {
@@ -126,6 +140,10 @@ def evaluate_policy(
         "num_episodes": len(episodes),
         "num_policy_calls": len(latencies),
     }
+    if all(t is not None for t in task_ids):
+        metrics["task_success"] = {
+            int(t): float(np.mean([ok for ok, u in zip(successes, task_ids) if u == t])) for t in sorted(set(task_ids))
+        }
     if record_video is not None:
         metrics["video_path"] = str(write_video(frames, Path(record_video), fps=video_fps))
     return metrics

@@ -14,6 +14,12 @@ Every task follows one protocol so collection and evaluation need no task-specif
   succeeds if it holds there. PointMaze and the cube terminate as soon as their own
   ``info['success']`` holds; Reacher always runs its 50 steps and must end with the
   fingertip within ``REACHER_SUCCESS_RADIUS`` of the target.
+
+The goal-conditioned OGBench tasks (``ogbench_cube_single``, ``cube_double``, ``scene``,
+``puzzle_3x3``) name their environment in ``ogbench_env``: their data come from OGBench's own
+generation procedure (``ogbench_data``), not from a scripted expert here, and their policies
+see the full OGBench state and a goal state of the same width (OGBench's GCBC). They are
+evaluated on OGBench's five evaluation tasks with its episode lengths.
 """
 
 from __future__ import annotations
@@ -46,6 +52,12 @@ class TaskSpec:
     max_episode_steps: int
     reset_options: Callable[[int], dict[str, Any] | None] = field(default=lambda episode: None)
     description: str = ""
+    ogbench_env: str | None = None  # goal-conditioned on full states, data by OGBench's procedure
+    num_eval_tasks: int = 0  # > 0: reset_options cycles through this many evaluation tasks (``task_id``)
+
+    @property
+    def goal_conditioned(self) -> bool:
+        return self.ogbench_env is not None
 
 
 def flat_obs(obs: Any) -> np.ndarray:
@@ -105,27 +117,30 @@ def _make_pointmaze_expert(env: gymnasium.Env, rng: np.random.Generator, **kwarg
 class GoalObservation(gymnasium.Wrapper, gymnasium.utils.RecordConstructorArgs):
     """Adds OGBench's evaluation goal to the observation: ``{'observation', 'desired_goal'}``.
 
-    OGBench returns the goal once, as ``info['goal']`` at reset (the goal cube position,
-    scaled as in its observations, with ``use_oracle_rep=True``); a one-step policy needs
-    it at every step. Without a ``task_id`` reset option the task is drawn from a
-    generator seeded by ``reset(seed=...)`` rather than NumPy's global one. The action
-    space is built once here: OGBench makes a new (unseeded, float64-warning) box on
-    every access.
+    OGBench returns the goal once, as ``info['goal']`` at reset; a one-step policy needs it at
+    every step. ``goal_dim`` is its width: the full state's (OGBench's default, what GCBC
+    conditions on) or, with ``use_oracle_rep=True``, the goal cube positions (3 per cube);
+    a goal of another width is refused. Without a ``task_id`` reset option the task is drawn
+    from a generator seeded by ``reset(seed=...)`` rather than NumPy's global one. The action
+    space is built once here: OGBench makes a new (unseeded, float64-warning) box on every
+    access, and its reset takes random actions from that box to settle the goal scene; the
+    environment is given one box, seeded by ``reset(seed=...)``, so goals are reproducible.
     """
 
-    def __init__(self, env: gymnasium.Env):
-        gymnasium.utils.RecordConstructorArgs.__init__(self)  # makes env.spec serialisable (Minari stores it)
+    def __init__(self, env: gymnasium.Env, goal_dim: int | None = None):
+        gymnasium.utils.RecordConstructorArgs.__init__(self, goal_dim=goal_dim)  # makes env.spec serialisable (Minari stores it)
         gymnasium.Wrapper.__init__(self, env)
         self._goal: np.ndarray | None = None
         self._task_rng = np.random.default_rng()
         with _quiet_float64_box():
             space = env.action_space
         self.action_space = gymnasium.spaces.Box(space.low, space.high, space.shape, np.float32)
-        goal_dim = 3 * env.unwrapped._num_cubes
+        self._reset_actions = _seeded_action_box(env, space)
+        self.goal_dim = int(env.observation_space.shape[0]) if goal_dim is None else int(goal_dim)
         self.observation_space = gymnasium.spaces.Dict(
             {
                 "observation": env.observation_space,
-                "desired_goal": gymnasium.spaces.Box(-np.inf, np.inf, (goal_dim,), np.float64),
+                "desired_goal": gymnasium.spaces.Box(-np.inf, np.inf, (self.goal_dim,), np.float64),
             }
         )
 
@@ -135,17 +150,34 @@ class GoalObservation(gymnasium.Wrapper, gymnasium.utils.RecordConstructorArgs):
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         if seed is not None:
             self._task_rng = np.random.default_rng(seed)
+            self._reset_actions.seed(seed)
         options = dict(options or {})
         if "task_id" not in options and "task_info" not in options:
             options["task_id"] = int(self._task_rng.integers(1, self.env.unwrapped.num_tasks + 1))
         with _quiet_float64_box():  # OGBench's reset samples from its action box
             obs, info = self.env.reset(seed=seed, options=options)
-        self._goal = np.asarray(info["goal"], dtype=np.float64)
+        goal = np.asarray(info["goal"], dtype=np.float64).reshape(-1)
+        if goal.shape != (self.goal_dim,):
+            raise ValueError(
+                f"{self.env.spec.id if self.env.spec else 'the environment'} gives {goal.shape[0]}-D goals but this task "
+                f"expects {self.goal_dim}-D goals; build the environment as the task does (use_oracle_rep only for cube_single)."
+            )
+        self._goal = goal
         return self._wrap(obs), info
 
     def step(self, action):
         obs, reward, terminated, truncated, info = self.env.step(action)
         return self._wrap(obs), reward, terminated, truncated, info
+
+
+def _seeded_action_box(env: gymnasium.Env, space: gymnasium.spaces.Box) -> gymnasium.spaces.Box:
+    """Give the OGBench environment one action box for its own resets (see ``GoalObservation``):
+    its ``action_space`` is a class property, so the instance gets a subclass that returns the box."""
+    box = gymnasium.spaces.Box(space.low, space.high, space.shape, np.float32)
+    base = env.unwrapped
+    cls = type(base)
+    base.__class__ = type(cls.__name__, (cls,), {"action_space": property(lambda self: box), "__module__": cls.__module__})
+    return box
 
 
 @contextlib.contextmanager
@@ -164,7 +196,7 @@ def _make_cube_env(render_mode: str | None = None, seed: int | None = None) -> g
 
     # OGBench renders with its own camera whatever render_mode says; it is not passed on.
     with _quiet_float64_box():
-        env = GoalObservation(gymnasium.make("cube-single-v0", use_oracle_rep=True, max_episode_steps=200))
+        env = GoalObservation(gymnasium.make("cube-single-v0", use_oracle_rep=True, max_episode_steps=200), goal_dim=3)
     if render_mode is not None:
         _no_shadows(env.unwrapped._model)
     return _seeded(env, seed)
@@ -179,6 +211,56 @@ def _make_cube_expert(env: gymnasium.Env, rng: np.random.Generator, **kwargs: An
 def _cube_reset_options(episode: int) -> dict[str, Any]:
     # Cycle through OGBench's evaluation tasks so every task gets its share of episodes.
     return {"task_id": 1 + episode % CUBE_NUM_TASKS}
+
+
+# ---------------------------------------------------------------- OGBench, goal-conditioned
+
+OGBENCH_NUM_TASKS = 5  # evaluation tasks per OGBench environment (task_id 1..5)
+# OGBench's evaluation episode lengths (its registered time limits).
+OGBENCH_EVAL_STEPS = {"cube-single-v0": 200, "cube-double-v0": 500, "scene-v0": 750, "puzzle-3x3-v0": 500}
+
+
+def _ogbench_env_factory(env_id: str) -> Callable[..., gymnasium.Env]:
+    def make(render_mode: str | None = None, seed: int | None = None) -> gymnasium.Env:
+        import ogbench.manipspace  # noqa: F401  (registers the OGBench environments)
+
+        # Evaluation mode, as OGBench evaluates: full-state observations and goals, episodes end
+        # at success (terminate_at_goal) or at the time limit.
+        with _quiet_float64_box():
+            env = GoalObservation(gymnasium.make(env_id, max_episode_steps=OGBENCH_EVAL_STEPS[env_id]))
+        if render_mode is not None:
+            _no_shadows(env.unwrapped._model)
+        return _seeded(env, seed)
+
+    return make
+
+
+def _no_expert(env: gymnasium.Env, rng: np.random.Generator, **kwargs: Any) -> Expert:
+    raise ValueError(
+        "OGBench goal-conditioned tasks have no scripted expert here: their data come from OGBench's procedure "
+        "(python -m domains.robot.collect dataset=<name>, or domain.source=local)."
+    )
+
+
+def _ogbench_reset_options(episode: int) -> dict[str, Any]:
+    return {"task_id": 1 + episode % OGBENCH_NUM_TASKS}
+
+
+def _ogbench(name: str, env_id: str, what: str) -> TaskSpec:
+    return TaskSpec(
+        name=name,
+        env_id=env_id,
+        make_env=_ogbench_env_factory(env_id),
+        make_expert=_no_expert,
+        obs_fn=flat_obs,
+        success_fn=info_success,
+        max_episode_steps=OGBENCH_EVAL_STEPS[env_id],
+        reset_options=_ogbench_reset_options,
+        description=f"OGBench {env_id} ({what}), goal-conditioned on full goal states; data by OGBench's procedure, "
+        f"evaluated on its {OGBENCH_NUM_TASKS} evaluation tasks.",
+        ogbench_env=env_id,
+        num_eval_tasks=OGBENCH_NUM_TASKS,
+    )
 
 
 # ---------------------------------------------------------------- registry
@@ -243,6 +325,10 @@ TASKS: dict[str, TaskSpec] = {
         description="OGBench cube-single-v0 on its 5 evaluation tasks; obs (31,) = OGBench state (28) + goal cube "
         "position (3).",
     ),
+    "ogbench_cube_single": _ogbench("ogbench_cube_single", "cube-single-v0", "one cube"),
+    "cube_double": _ogbench("cube_double", "cube-double-v0", "two cubes"),
+    "scene": _ogbench("scene", "scene-v0", "a cube, two lock buttons, a drawer and a window"),
+    "puzzle_3x3": _ogbench("puzzle_3x3", "puzzle-3x3-v0", "Lights Out on 3x3 buttons"),
 }
 
 

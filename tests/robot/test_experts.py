@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from domains.robot.collect import run_expert_episode
+from domains.robot.expert_data import run_expert_episode
 from domains.robot.experts.pointmaze import bfs_distances, count_shortest_paths, free_cells, sample_shortest_path
 from domains.robot.experts.reacher import LINK1, LINK2, ReacherExpert, inverse_kinematics, reacher_action
 from domains.robot.tasks import TASKS, episode_seed, get_task
@@ -21,7 +21,10 @@ def _success_rate(task: str, episodes: int, **expert_kwargs) -> float:
 
 
 def test_registry_lists_the_tasks_and_rejects_unknown_names():
-    assert set(TASKS) == {"reacher", "pointmaze_umaze", "pointmaze_medium", "pointmaze_large", "cube_single"}
+    experts = {"reacher", "pointmaze_umaze", "pointmaze_medium", "pointmaze_large", "cube_single"}
+    goal_conditioned = {"ogbench_cube_single", "cube_double", "scene", "puzzle_3x3"}  # data by OGBench's procedure
+    assert set(TASKS) == experts | goal_conditioned
+    assert {name for name, spec in TASKS.items() if spec.goal_conditioned} == goal_conditioned
     with pytest.raises(KeyError, match="choose one of"):
         get_task("reacher_v9")
 

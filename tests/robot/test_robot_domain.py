@@ -197,7 +197,7 @@ def test_local_source_collects_once_then_reuses(tmp_path, monkeypatch):
         out = Path(out_dir)
         return {"hdf5": str(write_hdf5(out / "demos.hdf5", tiny_episodes(seed=seed))), "success_rate": 1.0}
 
-    monkeypatch.setitem(sys.modules, "domains.robot.collect", types.SimpleNamespace(collect=fake_collect))
+    monkeypatch.setitem(sys.modules, "domains.robot.expert_data", types.SimpleNamespace(collect=fake_collect))
     # The reacher preset's executed-action noise reaches the collector and names the cache folder.
     preset = robot("task=reacher").domain
     noise = preset.action_noise
@@ -213,10 +213,10 @@ def test_local_source_collects_once_then_reuses(tmp_path, monkeypatch):
     assert manifest["hdf5"] == "demos.hdf5" and manifest["collect"]["success_rate"] == 1.0
 
 
-HAS_ROLLOUT = all(importlib.util.find_spec(f"domains.robot.{m}") for m in ("collect", "rollout"))
+HAS_ROLLOUT = all(importlib.util.find_spec(f"domains.robot.{m}") for m in ("expert_data", "rollout"))
 
 
-@pytest.mark.skipif(not HAS_ROLLOUT, reason="domains.robot.collect/rollout not available")
+@pytest.mark.skipif(not HAS_ROLLOUT, reason="domains.robot.expert_data/rollout not available")
 def test_evaluate_end_to_end_on_reacher(tmp_path):
     cfg = {
         "task": "reacher",

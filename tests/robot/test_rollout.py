@@ -4,7 +4,8 @@ import h5py
 import numpy as np
 import pytest
 
-from domains.robot.collect import collect, main
+from domains.robot.collect import main
+from domains.robot.expert_data import collect
 from domains.robot.experts.reacher import reacher_action
 from domains.robot.rollout import evaluate_policy, random_chunk_policy
 from domains.robot.tasks import episode_seed

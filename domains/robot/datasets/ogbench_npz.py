@@ -15,38 +15,56 @@ Two layouts exist, told apart by their keys (the convention of ``ogbench.utils.l
 
 Optional ``rewards`` are kept; ``masks`` (``1 - success`` in OGBench's single-task
 relabelling) give one success flag per episode: success anywhere in it.
+
+Files are checked before use, and refused with one line naming the problem and the expected
+form: missing keys, columns of different lengths, non-finite values, and a raw file whose last
+row is not terminal (cut short mid-episode). With ``env_id`` the file must also have that
+environment's columns, widths and dtypes exactly as OGBench writes them (``ogbench_data.layout``).
 """
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
 from domains.robot.datasets.episodes import Episodes, flatten_observations
+from domains.robot.ogbench_data import check_arrays, check_complete
 
 Layout = Literal["auto", "raw", "transitions"]
 
 
-def read_ogbench_npz(path: str | Path, *, layout: Layout = "auto", max_episodes: int | None = None) -> Episodes:
-    """Read an OGBench ``.npz`` file into ``Episodes`` (``layout="auto"`` decides by keys)."""
+def read_ogbench_npz(
+    path: str | Path, *, layout: Layout = "auto", max_episodes: int | None = None, env_id: str | None = None
+) -> Episodes:
+    """Read an OGBench ``.npz`` file into ``Episodes`` (``layout="auto"`` decides by keys).
+
+    ``env_id`` (e.g. ``cube-double-v0``) requires the file to be a raw dataset of that
+    environment, in OGBench's keys, widths and dtypes.
+    """
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(
             f"no OGBench dataset at {path}. Download it where there is internet "
-            "(`ogbench.download_datasets([name], dataset_dir)`) and copy the .npz file here."
+            "(`ogbench.download_datasets([name], dataset_dir)`) and copy the .npz file here, or generate one "
+            "by OGBench's procedure: `python -m domains.robot.collect dataset=<name> out_dir=<dir>`."
         )
-    with np.load(path) as f:
-        data = {k: f[k] for k in f.files}
-    missing = [k for k in ("observations", "actions", "terminals") if k not in data]
-    if missing:
-        raise KeyError(f"{path} lacks {missing}; OGBench files have observations, actions and terminals.")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            data = {k: f[k] for k in f.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise ValueError(f"{path}: not a readable .npz file (cut short or corrupt?): {' '.join(str(exc).split())}") from None
     if layout == "auto":
         layout = "transitions" if ("next_observations" in data or "valids" in data) else "raw"
+    if env_id is not None and layout != "raw":
+        raise ValueError(f"{path}: a {layout}-layout file; a dataset of {env_id} is expected in OGBench's released (raw) layout.")
+    check_arrays(data, str(path), env_id)
     terminals = data["terminals"].astype(bool).reshape(-1)
 
     if layout == "raw":
+        check_complete(terminals, str(path))
         keep = ~terminals
         ends = np.concatenate([terminals[1:], [True]])[keep]
     elif layout == "transitions":
