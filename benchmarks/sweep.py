@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -61,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
         label, _, rest = text.partition(":")
         variants[label.strip()] = rest.split()
     metric = METRICS[args.domain][0]
-    runs = {label: [run_variant([*base, *extra], seed, Path(args.work_dir) / args.name / label / f"seed{seed}") for seed in args.seeds]
+    runs = {label: [run_variant([*base, *extra], seed, Path(args.work_dir) / args.name / re.sub(r"[^A-Za-z0-9_.-]+", "_", label) / f"seed{seed}")
+                    for seed in args.seeds]
             for label, extra in variants.items()}
     lines = [f"# Sweep `{args.name}` on {args.domain}", "", f"Machine: {machine_description()}.", "", "Command:", "", "```",
              "python -m benchmarks.sweep " + " ".join(f"'{a}'" if " " in a else a for a in (argv if argv is not None else sys.argv[1:])),
