@@ -37,8 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     code = paper_table.main(forwarded)
     work = Path(args.work_dir) / f"fmnist_{'quick' if args.quick else 'full'}"
     for method in args.methods.split(","):
-        grid = work / method / f"seed{args.seeds[0]}" / "eval" / "grid_budgets.png"
-        if grid.exists():
+        for grid in sorted((work / method).glob(f"seed{args.seeds[0]}_*/eval/grid_budgets.png"), key=lambda p: p.stat().st_mtime)[-1:]:
             shutil.copyfile(grid, Path(args.out) / f"{name}_grid_{method}.png")
     return code
 

@@ -123,22 +123,26 @@ def method_overrides(method: Method, budget: str) -> list[str]:
     return [*method.overrides, *extra]
 
 
-def run_method(method: Method, seed: int, overrides: list[str], run_dir: Path, fresh: bool) -> RunResult:
-    """Train and evaluate one (method, seed), or reuse its finished result when the settings match."""
-    cfg = compose_config([*overrides, f"seed={seed}", f"out_dir={run_dir}"])
+def run_method(method: Method, seed: int, overrides: list[str], work: Path, fresh: bool) -> RunResult:
+    """Train and evaluate one (method, seed). Its folder is named by its settings, so a repeated
+    command reuses a finished result and resumes an interrupted training run."""
     tag = hashlib.sha1(json.dumps(overrides).encode()).hexdigest()[:12]
-    done = run_dir / f"result_{tag}.json"
-    if done.exists() and not fresh:
+    run_dir = work / method.key / f"seed{seed}_{tag}"
+    cfg = compose_config([*overrides, f"seed={seed}", f"out_dir={run_dir}"])
+    done = run_dir / "result.json"
+    if fresh:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    if done.exists():
         return RunResult(**json.loads(done.read_text()))
-    shutil.rmtree(run_dir, ignore_errors=True)
-    run_dir.mkdir(parents=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
     domain = build_domain(cfg)
     start = time.perf_counter()
     phased = run_phases(cfg, domain, run_dir)
     train_wall = time.perf_counter() - start
     result = phased.result
     start = time.perf_counter()
-    sample_fn = make_sample_fn(result.run.graphdef, result.state.ema_params, result.run.objective, tuple(domain.sample_shape),
+    params = result.state.ema_params if cfg.eval.ema else result.state.params
+    sample_fn = make_sample_fn(result.run.graphdef, params, result.run.objective, tuple(domain.sample_shape),
                                cfg_scale=cfg.sample.cfg_scale, num_classes=domain.num_classes)
     metrics = domain.evaluate(sample_fn, STEPS, run_dir / "eval")
     domain.visualize(sample_fn, [1, 4, 128], run_dir / "eval")
@@ -346,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
         wanted.insert(0, "flow_matching")  # the time reference and the goals' baseline
     methods = [m.key for m in METHODS if m.key in wanted]
     work = Path(args.work_dir) / f"{args.domain}_{budget}"
-    results = [run_method(BY_KEY[m], seed, [*overrides, *method_overrides(BY_KEY[m], budget)], work / m / f"seed{seed}", args.fresh)
+    results = [run_method(BY_KEY[m], seed, [*overrides, *method_overrides(BY_KEY[m], budget)], work, args.fresh)
                for seed in args.seeds for m in methods]
     ratios = {} if args.no_timing else step_time_ratios([BY_KEY[m] for m in methods], overrides, budget)
     command = "python -m benchmarks.paper_table " + " ".join(argv if argv is not None else sys.argv[1:])
