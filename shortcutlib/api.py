@@ -111,13 +111,15 @@ class Model:
         self, num: int, steps: int = 1, cond: Any = None, cfg_scale: float | None = None, seed: int = 0, noise: Any = None, noise_scale: float = 1.0
     ) -> np.ndarray:
         """``num`` samples in data space with ``steps`` Euler steps. ``cond``: class labels (num,) for
-        class-conditional models (default: 0, 1, ..., in turn), the domain's conditioning otherwise;
+        class-conditional models (default: 0, 1, ..., in turn), the domain's conditioning in model space
+        otherwise (default ``domain.sample_cond(num, seed)``; robot runs: normalised observation histories);
         ``noise`` (num, *sample_shape) replaces the initial draw; ``seed`` fixes it."""
         num, steps = int(num), int(steps)
         if num < 1 or steps < 1:
             raise ValueError(f"num={num} and steps={steps} must both be at least 1.")
-        if cond is None and self.domain.num_classes > 0:
-            cond = np.arange(num, dtype=np.int32) % self.domain.num_classes
+        if cond is None:  # classes in turn; otherwise the domain's own (robot: validation histories)
+            classes = self.domain.num_classes
+            cond = np.arange(num, dtype=np.int32) % classes if classes > 0 else self.domain.sample_cond(num, seed)
         cond = self._check_cond(cond, num)
         if noise is not None:
             noise = jnp.asarray(noise, jnp.float32)

@@ -107,3 +107,66 @@ def test_checkpoints_of_an_incompatible_version_are_named(toy_run, tmp_path):
     reshaped = _edited_copy(toy_run, tmp_path / "b", lambda c: c["model"].update(hidden=48))
     with pytest.raises(ConfigError, match="does not fit the network its config describes"):
         shortcutlib.load(reshaped)
+
+
+ROBOT = ["domain=robot", "task=reacher", "domain.num_demos=6", "domain.obs_horizon=2", "domain.horizon=8", "domain.action_horizon=4",
+         "domain.val_fraction=0.2", "train.steps=4", "train.batch_size=16", "train.warmup_steps=0", "eval.enabled=false",
+         "logging.progress=false"]
+
+
+@pytest.fixture(scope="module")
+def robot_run(tmp_path_factory) -> Path:
+    pytest.importorskip("gymnasium")
+    out = tmp_path_factory.mktemp("robot") / "run"
+    data = tmp_path_factory.mktemp("robot_data")
+    assert main([*ROBOT, f"domain.data_dir={data}", f"out_dir={out}"]) == 0
+    return out
+
+
+class _Recorder:
+    """A policy that passes calls through and keeps the actions it returned."""
+
+    def __init__(self, policy):
+        self.policy, self.actions = policy, []
+
+    @property
+    def planned(self):
+        return self.policy.planned
+
+    def reset(self):
+        self.policy.reset()
+
+    def act(self, observation):
+        action = self.policy.act(observation)
+        self.actions.append(np.asarray(action)[0])
+        return action
+
+
+def test_policy_drives_an_episode_with_the_rollouts_actions(robot_run):
+    from domains.robot.rollout import EVAL_STREAM, evaluate_policy
+    from domains.robot.tasks import episode_seed
+
+    model = shortcutlib.load(robot_run)
+    spec = model.domain.spec
+    recorder = _Recorder(model.policy(steps=1, seed=3))
+    metrics = evaluate_policy("reacher", recorder, 1, seed=11)
+    # The same episode driven by hand, as a user would in a Gymnasium loop.
+    env = spec.make_env(seed=11)
+    observation, _ = env.reset(seed=episode_seed(11, EVAL_STREAM, 0), options=spec.reset_options(0))
+    policy, actions, done = model.policy(steps=1, seed=3), [], False
+    while not done:
+        action = policy.act(observation)
+        actions.append(action)
+        observation, _, terminated, truncated, _ = env.step(np.clip(action, env.action_space.low, env.action_space.high))
+        done = terminated or truncated
+    assert action.shape == env.action_space.shape
+    assert len(actions) == metrics["mean_length"] == len(recorder.actions)
+    np.testing.assert_allclose(np.stack(actions), np.stack(recorder.actions), rtol=0, atol=0)
+    chunks = model.sample(3, steps=2)  # validation histories as the condition, raw action units
+    assert chunks.shape == (3, 8, model.domain.action_dim) and np.isfinite(chunks).all()
+
+
+def test_policy_rejects_an_observation_of_the_wrong_dimension(robot_run):
+    policy = shortcutlib.load(robot_run).policy()
+    with pytest.raises(ValueError, match="observation of dimension 3; this policy takes the task's observations, 10 values"):
+        policy.act(np.zeros(3, np.float32))

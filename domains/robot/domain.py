@@ -24,20 +24,28 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
 from domains.robot import DEFAULT_DATA_DIR
 from domains.robot.chunking import window_indices
-from domains.robot.datasets import Episodes, read_d4rl_hdf5, read_minari, read_ogbench_npz, split_episodes
+from domains.robot.datasets import (
+    Episodes,
+    read_d4rl_hdf5,
+    read_minari,
+    read_ogbench_npz,
+    split_episodes,
+)
 from domains.robot.goals import GoalConfig, sample_goals
 from domains.robot.normalize import Normalizer
+from domains.robot.policy import ChunkFn, RecedingHorizonPolicy
 from shortcutlib.config import require, require_choice
 from shortcutlib.domain import Batch, DomainConfig, SampleFn, infinite_batches
 
@@ -55,7 +63,6 @@ ROLLOUT_METRICS = {
     "policy_latency_ms": "latency_ms",
 }
 
-Policy = Callable[[np.ndarray], np.ndarray]
 
 
 @dataclass
@@ -441,8 +448,9 @@ class RobotDomain:
         )
 
     # --- policies and evaluation -----------------------------------------------------------
-    def make_policy(self, sample_fn: SampleFn, num_steps: int, seed: int = 0, noise_scale: float = 1.0) -> Policy:
-        """Raw observation history (N, To, obs_dim) -> raw action chunk (N, H, A), fresh noise per call.
+    def make_policy(self, sample_fn: SampleFn, num_steps: int, seed: int = 0, noise_scale: float = 1.0) -> ChunkFn:
+        """Raw observation histories (N, To, row) -> raw action chunks (N, H, A): normalise, sample,
+        denormalise, as one jitted function; fresh noise per call (a counter folded into ``seed``).
 
         Goal-conditioned tasks take rows of width 2 * obs_dim, the state then the goal (the
         task's flat observation); the goal of the latest row is the condition's goal.
@@ -452,21 +460,24 @@ class RobotDomain:
         if noise_scale < 0:
             raise ValueError(f"rollout.noise_scale must be >= 0 (got {noise_scale}); 1 samples, 0 is deterministic.")
         base = jax.random.key(seed)
-        calls = itertools.count()
         clip = self.cfg.rollout.clip_actions and self.action_normalizer.mode == "minmax"
-        scale = {} if noise_scale == 1.0 else {"noise_scale": noise_scale}  # plain sampling keeps the plain call
+        obs_norm, act_norm = self.obs_normalizer, self.action_normalizer
+        scale = {} if noise_scale == 1.0 else {"noise_scale": noise_scale}  # plain sampling keeps the plain SampleFn call
+
+        @jax.jit
+        def chunks(histories: jax.Array, call: jax.Array) -> jax.Array:
+            cond = obs_norm.encode(self._split_goal(histories))
+            z = sample_fn(jax.random.fold_in(base, call), num_steps, histories.shape[0], cond, **scale)
+            return act_norm.decode(jnp.clip(z, -1.0, 1.0) if clip else z)
+
+        calls = itertools.count()
 
         def policy(obs_history: np.ndarray) -> np.ndarray:
-            obs = self._split_goal(np.asarray(obs_history, np.float32))
-            cond = self.obs_normalizer.encode(obs).astype(np.float32)
-            z = np.asarray(sample_fn(jax.random.fold_in(base, next(calls)), num_steps, num_samples=len(obs), cond=cond, **scale))
-            if clip:
-                z = np.clip(z, -1.0, 1.0)
-            return self.codec.decode(z).astype(np.float32)
+            return np.asarray(chunks(jnp.asarray(obs_history, jnp.float32), next(calls)))
 
         return policy
 
-    def _split_goal(self, obs: np.ndarray) -> np.ndarray:
+    def _split_goal(self, obs: Any) -> Any:
         """Goal-conditioned: rows (state, goal) (N, To, 2D) -> states then the latest goal (N, To + 1, D)."""
         if not self.goal_conditioned:
             return obs
@@ -476,7 +487,8 @@ class RobotDomain:
                 f"task {self.task} takes observation histories (N, To, {2 * d}): each row the {d}-D state, then the "
                 f"{d}-D goal state; got shape {obs.shape}."
             )
-        return np.concatenate([obs[..., :d], obs[:, -1:, d:]], axis=1)
+        xp = jnp if isinstance(obs, jax.Array) else np
+        return xp.concatenate([obs[..., :d], obs[:, -1:, d:]], axis=1)
 
     def _rollout_envs(self, count: int) -> list[Any]:
         """``count`` evaluation environments, built once and reused by every evaluation (episodes
@@ -485,10 +497,11 @@ class RobotDomain:
             self._envs.append(self.spec.make_env(seed=self.cfg.rollout.seed + len(self._envs)))
         return self._envs[:count]
 
-    def policy(self, sample_fn: SampleFn, steps: int = 1, noise_scale: float = 1.0, seed: int = 0) -> "ClosedLoopPolicy":
-        """A policy for one environment: ``reset()``, then ``act(observation)`` with the environment's
-        observation (a dict with ``desired_goal`` for goal-conditioned tasks) -> one raw action."""
-        return ClosedLoopPolicy(self.make_policy(sample_fn, steps, seed, noise_scale), self.spec.obs_fn, self.obs_horizon, self.action_horizon)
+    def policy(self, sample_fn: SampleFn, steps: int = 1, noise_scale: float = 1.0, seed: int = 0) -> RecedingHorizonPolicy:
+        """The closed-loop policy (``reset()``, ``act(observation)``; see ``domains.robot.policy``), as
+        evaluation runs it: ``act`` takes the environment's observation, or a list of them."""
+        row = self.obs_dim * (2 if self.goal_conditioned else 1)
+        return RecedingHorizonPolicy(self.make_policy(sample_fn, steps, seed, noise_scale), self.spec.obs_fn, self.obs_horizon, self.action_horizon, row)
 
     def evaluate(
         self, sample_fn: SampleFn, steps: Sequence[int], out_dir: Path, noise_scale: float | None = None
@@ -519,10 +532,8 @@ class RobotDomain:
                     video = Path(out_dir) / "videos" / f"{self.task}_1step.{ecfg.video_format}"
                 result = evaluate_policy(
                     self.task,
-                    self.make_policy(sample_fn, int(n), seed=ecfg.sample_seed, noise_scale=scale),
+                    self.policy(sample_fn, int(n), noise_scale=scale, seed=ecfg.sample_seed),
                     num_episodes,
-                    obs_horizon=self.obs_horizon,
-                    action_horizon=self.action_horizon,
                     seed=ecfg.seed,
                     num_envs=ecfg.num_envs,
                     record_video=video,
@@ -554,32 +565,6 @@ class RobotDomain:
         path = Path(out_dir) / "action_chunks.png"
         plot_chunks(batch["x"], predicted, path, title=f"{self.task}: demonstrated (black) vs sampled chunks")
         return [path]
-
-
-class ClosedLoopPolicy:
-    """One environment, one observation at a time, as ``rollout.evaluate_policy`` runs a chunk
-    policy: the history starts as the first observation repeated, and a new chunk is sampled when
-    the ``action_horizon`` actions of the last one have been returned."""
-
-    def __init__(self, chunk_policy: Policy, obs_fn: Callable[[Any], np.ndarray], obs_horizon: int, action_horizon: int):
-        self.chunk_policy, self.obs_fn = chunk_policy, obs_fn
-        self.obs_horizon, self.action_horizon = obs_horizon, action_horizon
-        self.reset()
-
-    def reset(self) -> None:
-        self._history: np.ndarray | None = None
-        self._queue: list[np.ndarray] = []
-
-    def act(self, observation: Any) -> np.ndarray:
-        flat = self.obs_fn(observation)
-        if self._history is None:
-            self._history = np.repeat(flat[None], self.obs_horizon, axis=0)
-        else:
-            self._history = np.concatenate([self._history[1:], flat[None]], axis=0)
-        if not self._queue:
-            chunk = np.asarray(self.chunk_policy(self._history[None]))[0]
-            self._queue = list(chunk[: self.action_horizon])
-        return self._queue.pop(0)
 
 
 def plot_chunks(demo: np.ndarray, predicted: Mapping[int, np.ndarray], path: Path, title: str = "") -> None:

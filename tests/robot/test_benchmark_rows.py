@@ -2,7 +2,13 @@
 
 import pytest
 
-from benchmarks.robot_policies import extra_scales, merge_methods, parse_scales, render, scaled_key
+from benchmarks.robot_policies import (
+    extra_scales,
+    merge_methods,
+    parse_scales,
+    render,
+    scaled_key,
+)
 
 SETTINGS = dict(
     overrides=["domain=robot"],

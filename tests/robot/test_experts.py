@@ -4,8 +4,19 @@ import numpy as np
 import pytest
 
 from domains.robot.expert_data import run_expert_episode
-from domains.robot.experts.pointmaze import bfs_distances, count_shortest_paths, free_cells, sample_shortest_path
-from domains.robot.experts.reacher import LINK1, LINK2, ReacherExpert, inverse_kinematics, reacher_action
+from domains.robot.experts.pointmaze import (
+    bfs_distances,
+    count_shortest_paths,
+    free_cells,
+    sample_shortest_path,
+)
+from domains.robot.experts.reacher import (
+    LINK1,
+    LINK2,
+    ReacherExpert,
+    inverse_kinematics,
+    reacher_action,
+)
 from domains.robot.tasks import TASKS, episode_seed, get_task
 
 

@@ -14,13 +14,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from shortcutlib.config import compose_config, typed
-from shortcutlib.domain import Domain
-from shortcutlib.nn.mlp import ResidualMLP
 from domains.robot.chunking import make_windows
 from domains.robot.datasets import Episodes
 from domains.robot.domain import RobotConfig, RobotDomain
 from domains.robot.normalize import Normalizer
+from shortcutlib.config import compose_config, typed
+from shortcutlib.domain import Domain
+from shortcutlib.nn.mlp import ResidualMLP
+
 
 def robot_config(values: dict) -> RobotConfig:
     return typed(RobotConfig, values, "domain")
@@ -154,7 +155,9 @@ def test_policy_normalises_and_decodes(domain):
     seen = {}
 
     def sample_fn(key, num_steps, num_samples, cond=None):
-        seen["cond"], seen["n"] = np.asarray(cond), num_steps
+        # The policy is one jitted function: the spy reads cond when it runs.
+        jax.debug.callback(lambda c: seen.update(cond=np.asarray(c)), cond)
+        seen["n"] = num_steps
         return jnp.full((num_samples, *domain.sample_shape), 2.0)  # outside [-1, 1]: clipped
 
     policy = domain.make_policy(sample_fn, 4)
@@ -242,8 +245,8 @@ def test_evaluate_end_to_end_on_reacher(tmp_path):
 
     def nearest_demo(key, num_steps, num_samples, cond=None):
         # Expert-like chunks: the demonstrated chunk of the nearest training history.
-        d = ((np.asarray(cond).reshape(len(cond), 1, -1) - keys[None]) ** 2).sum(-1)
-        return jnp.asarray(targets[d.argmin(1)])
+        d = ((cond.reshape(len(cond), 1, -1) - jnp.asarray(keys)[None]) ** 2).sum(-1)
+        return jnp.asarray(targets)[d.argmin(1)]
 
     def zeros(key, num_steps, num_samples, cond=None):
         return jnp.zeros((num_samples, *domain.sample_shape))

@@ -7,17 +7,24 @@ import pytest
 from domains.robot.collect import main
 from domains.robot.expert_data import collect
 from domains.robot.experts.reacher import reacher_action
+from domains.robot.policy import RecedingHorizonPolicy
 from domains.robot.rollout import evaluate_policy, random_chunk_policy
-from domains.robot.tasks import episode_seed
+from domains.robot.tasks import episode_seed, get_task
+
+REACHER = get_task("reacher")
+
+
+def closed_loop(chunk_fn, obs_horizon: int, action_horizon: int) -> RecedingHorizonPolicy:
+    return RecedingHorizonPolicy(chunk_fn, REACHER.obs_fn, obs_horizon, action_horizon, row_dim=10)
 
 
 def reacher_expert_chunks(horizon: int):
-    """The reacher expert (elbow up) as a chunk policy: its action for the latest observation, repeated."""
+    """The reacher expert (elbow up) as a chunk function: its action for the latest observation, repeated."""
 
-    def policy(obs_history: np.ndarray) -> np.ndarray:
+    def chunks(obs_history: np.ndarray) -> np.ndarray:
         return np.stack([np.repeat(reacher_action(h[-1], 1.0)[None], horizon, axis=0) for h in obs_history])
 
-    return policy
+    return chunks
 
 
 def _episode_ends(f) -> np.ndarray:
@@ -66,15 +73,11 @@ def test_collect_cli_marks_terminal_steps(tmp_path, capsys):
 
 
 def test_evaluate_expert_chunks_beats_random():
-    expert = evaluate_policy(
-        "reacher", reacher_expert_chunks(4), 4, obs_horizon=2, action_horizon=1, seed=0, num_envs=2
-    )
+    expert = evaluate_policy("reacher", closed_loop(reacher_expert_chunks(4), 2, 1), 4, seed=0, num_envs=2)
     assert expert["success_rate"] == 1.0 and expert["mean_length"] == 50.0 and expert["num_episodes"] == 4
-    assert expert["num_policy_calls"] == 2 * 50  # two waves of two envs, one call per step
+    assert expert["num_policy_calls"] == 2 * 50  # two waves of two envs, one chunk per step
     assert expert["policy_latency_ms"] > 0
-    rand = evaluate_policy(
-        "reacher", random_chunk_policy("reacher", 4, seed=0), 4, obs_horizon=2, action_horizon=4, seed=0, num_envs=4
-    )
+    rand = evaluate_policy("reacher", random_chunk_policy("reacher", 4, 4, seed=0), 4, seed=0, num_envs=4)
     assert rand["success_rate"] <= 0.25 and rand["mean_return"] < expert["mean_return"]
     assert rand["num_policy_calls"] == 13  # ceil(50 / 4) calls for one wave
 
@@ -82,17 +85,15 @@ def test_evaluate_expert_chunks_beats_random():
 def test_policy_sees_padded_histories_of_flat_observations():
     calls = []
 
-    def policy(obs_history):
+    def chunks(obs_history):
         calls.append(obs_history.copy())
         return np.zeros((obs_history.shape[0], 3, 2), np.float32)
 
-    evaluate_policy("reacher", policy, 3, obs_horizon=3, action_horizon=2, seed=5, num_envs=2)
-    # The first call is the untimed warm-up on the same batch as the first timed call.
-    np.testing.assert_array_equal(calls[0], calls[1])
+    evaluate_policy("reacher", closed_loop(chunks, 3, 2), 3, seed=5, num_envs=2)
     first = calls[0]
     assert first.shape == (2, 3, 10) and first.dtype == np.float32
     np.testing.assert_array_equal(first[:, 0], first[:, 2])  # initial history = first observation repeated
-    later = calls[2]  # after two steps: [o0, o1, o2], newest last
+    later = calls[1]  # after two steps: [o0, o1, o2], newest last
     np.testing.assert_array_equal(later[:, 0], first[:, 0])
     assert not np.array_equal(later[:, 1], later[:, 2])
     # The last wave has one episode for two envs: the idle slot repeats the first slot's history.
@@ -106,8 +107,14 @@ def test_evaluation_and_collection_episodes_differ():
 
 
 def test_wrong_chunk_shape_is_rejected():
-    with pytest.raises(ValueError, match="action chunks of shape"):
-        evaluate_policy("reacher", lambda h: np.zeros((h.shape[0], 2)), 1, obs_horizon=1, action_horizon=1, seed=0)
+    with pytest.raises(ValueError, match=r"must return \(N=1, H>=1, A\) chunks"):
+        evaluate_policy("reacher", closed_loop(lambda h: np.zeros((h.shape[0], 2)), 1, 1), 1, seed=0)
+
+
+def test_an_observation_of_the_wrong_dimension_is_named():
+    policy = closed_loop(reacher_expert_chunks(2), 1, 1)
+    with pytest.raises(ValueError, match="observation of dimension 7; this policy takes the task's observations, 10 values each"):
+        policy.act(np.zeros(7))
 
 
 def test_video_of_first_episode(tmp_path):
@@ -119,10 +126,7 @@ def test_video_of_first_episode(tmp_path):
         pytest.skip(f"no headless OpenGL backend for MuJoCo on this machine: {e}")
     import imageio.v2 as imageio
 
-    metrics = evaluate_policy(
-        "reacher", reacher_expert_chunks(8), 1, obs_horizon=1, action_horizon=8, seed=0,
-        record_video=tmp_path / "episode.gif",
-    )
+    metrics = evaluate_policy("reacher", closed_loop(reacher_expert_chunks(8), 1, 8), 1, seed=0, record_video=tmp_path / "episode.gif")
     frames = imageio.mimread(metrics["video_path"])
     assert len(frames) == 51  # the reset frame and one per step
     assert frames[0].shape[:2] == (256, 256)
