@@ -190,11 +190,8 @@ class DiT(nnx.Module):
             input_shape=spec.data_shape,
             num_classes=spec.num_classes,
             mlp_ratio=config.mlp_ratio,
-            time_scale=config.time_scale,
-            step_scale=config.step_scale,
-            dtype=config.compute_dtype,
-            param_dtype=jnp.float32,
             rngs=rngs,
+            **config.common_kwargs(),
             **config.dims(),
         )
 

@@ -43,6 +43,10 @@ class BackboneConfig(ComponentConfig):
     def compute_dtype(self) -> Any:
         return DTYPES[self.dtype]
 
+    def common_kwargs(self) -> dict[str, Any]:
+        """The constructor arguments every backbone takes from these options (float32 parameters)."""
+        return {"time_scale": self.time_scale, "step_scale": self.step_scale, "dtype": self.compute_dtype, "param_dtype": jnp.float32}
+
 
 @dataclass(frozen=True)
 class DataSpec:

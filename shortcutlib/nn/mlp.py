@@ -64,11 +64,8 @@ class ResidualMLP(nnx.Module):
             obs_dim=spec.obs_dim,
             obs_horizon=spec.obs_horizon,
             mlp_ratio=config.mlp_ratio,
-            time_scale=config.time_scale,
-            step_scale=config.step_scale,
-            dtype=config.compute_dtype,
-            param_dtype=jnp.float32,
             rngs=rngs,
+            **config.common_kwargs(),
         )
 
     def __init__(

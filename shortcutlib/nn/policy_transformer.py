@@ -55,11 +55,8 @@ class ChunkTransformer(nnx.Module):
             depth=config.depth,
             num_heads=config.num_heads,
             mlp_ratio=config.mlp_ratio,
-            time_scale=config.time_scale,
-            step_scale=config.step_scale,
-            dtype=config.compute_dtype,
-            param_dtype=jnp.float32,
             rngs=rngs,
+            **config.common_kwargs(),
         )
 
     def __init__(
