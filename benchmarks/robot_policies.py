@@ -36,6 +36,9 @@ from shortcutlib.run import build_domain  # noqa: E402
 from shortcutlib.train.loop import build_run, train  # noqa: E402
 
 TASKS = ("reacher", "pointmaze_medium", "pointmaze_large", "cube_single")
+# OGBench manipulation, goal-conditioned, data by OGBench's procedure: --name ogbench --tasks ...
+OGBENCH_TASKS = ("ogbench_cube_single", "cube_double", "scene", "puzzle_3x3")
+ALL_TASKS = TASKS + OGBENCH_TASKS
 # objective -> the step budgets it is evaluated at (BC is one deterministic step by construction).
 METHODS = {"shortcut": [1, 4, 128], "flow_matching": [1, 4, 128], "bc": [1]}
 LABELS = {"shortcut": "shortcut", "flow_matching": "flow matching", "bc": "MSE BC"}
@@ -73,9 +76,9 @@ def expert_success(domain: Any) -> float | None:
     """The scripted expert's success rate over the collected demonstrations (local datasets only)."""
     from domains.robot.domain import MANIFEST, _local_cache_dir
 
-    if domain.cfg.source != "local":
-        return None
     manifest = _local_cache_dir(domain.cfg) / MANIFEST
+    if domain.cfg.source != "local" or not manifest.is_file():  # OGBench's play data has no success to report
+        return None
     return float(json.loads(manifest.read_text())["collect"]["success_rate"])
 
 
@@ -161,7 +164,7 @@ def ms(value: float | None, digits: int) -> str:
 
 def ordered(results: dict[str, Any]) -> list[str]:
     """Result keys ("task" or "task [label]") in the order of TASKS."""
-    return sorted(results, key=lambda key: (TASKS.index(key.split(" ")[0]), key))
+    return sorted(results, key=lambda key: (ALL_TASKS.index(key.split(" ")[0]), key))
 
 
 def shortcut_settings(row: dict[str, Any] | None) -> str:
@@ -292,9 +295,9 @@ def main() -> None:
     )
     args = parser.parse_args()
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
-    unknown = sorted(set(tasks) - set(TASKS))
+    unknown = sorted(set(tasks) - set(ALL_TASKS))
     if unknown:
-        parser.error(f"unknown task(s) {unknown}; choose from {', '.join(TASKS)}")
+        parser.error(f"unknown task(s) {unknown}; choose from {', '.join(ALL_TASKS)}")
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     if set(args.methods) - set(METHODS):
         parser.error(f"unknown method(s) {sorted(set(args.methods) - set(METHODS))}; choose from {', '.join(METHODS)}")
@@ -364,7 +367,8 @@ def merge_methods(previous: dict[str, Any] | None, entry: dict[str, Any]) -> dic
 
 
 def write_markdown(stored: dict[str, Any], machine: str, name: str, path: Path) -> None:
-    not_run = {t: stored.get("not_run", {}).get(t, "not run yet") for t in TASKS if t not in stored["results"]}
+    family = OGBENCH_TASKS if any(key.split(" ")[0] in OGBENCH_TASKS for key in stored["results"]) else TASKS
+    not_run = {t: stored.get("not_run", {}).get(t, "not run yet") for t in family if t not in stored["results"]}
     path.write_text(render(stored["results"], machine, name, not_run, stored.get("notes", [])))
 
 
