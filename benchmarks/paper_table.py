@@ -33,6 +33,7 @@ import numpy as np
 
 from benchmarks.common import compose_config, fmt, machine_description, markdown_table
 from benchmarks.timing import interleaved_step_times, median_ratio
+from shortcutlib.config import as_dict
 from shortcutlib.inference import make_sample_fn
 from shortcutlib.objectives import reflow
 from shortcutlib.run import build_domain
@@ -123,11 +124,17 @@ def method_overrides(method: Method, budget: str) -> list[str]:
     return [*method.overrides, *extra]
 
 
+def settings_tag(overrides: list[str]) -> str:
+    """A hash of every setting the overrides compose to (seed and run folder aside)."""
+    resolved = as_dict(compose_config([*overrides, "seed=0", "out_dir=."]))
+    return hashlib.sha1(json.dumps(resolved, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
 def run_method(method: Method, seed: int, overrides: list[str], work: Path, fresh: bool) -> RunResult:
-    """Train and evaluate one (method, seed). Its folder is named by its settings, so a repeated
-    command reuses a finished result and resumes an interrupted training run."""
-    tag = hashlib.sha1(json.dumps(overrides).encode()).hexdigest()[:12]
-    run_dir = work / method.key / f"seed{seed}_{tag}"
+    """Train and evaluate one (method, seed). Its folder is named by a hash of the composed config
+    (library defaults included, so a changed default never reuses an older run): a repeated command
+    reuses a finished result and resumes an interrupted training run."""
+    run_dir = work / method.key / f"seed{seed}_{settings_tag(overrides)}"
     cfg = compose_config([*overrides, f"seed={seed}", f"out_dir={run_dir}"])
     done = run_dir / "result.json"
     if fresh:

@@ -25,3 +25,13 @@ def test_goals_name_the_budgets_that_miss():
     assert "non-increasing in the budget within one seed std: **not met** (32->64, 64->128)" not in text
     assert "= 1.25 (goal at most 1.3): **met**" in text
     assert "1.05" in text and "1.33x" in text
+
+
+def test_run_folders_change_with_any_resolved_setting():
+    from benchmarks.paper_table import settings_tag
+
+    base = ["domain=toy2d", "train.steps=400"]
+    assert settings_tag(base) == settings_tag(list(base))
+    # The same override list over a different default (here spelled out) names another folder.
+    assert settings_tag(base) != settings_tag([*base, "train.ema_decay=0.9"])
+    assert settings_tag(base) == settings_tag([*base, "train.ema_decay=0.999"])  # the default itself: same settings
