@@ -17,15 +17,17 @@ Differences from the public reference code, each deliberate (tests cover them):
   32, leaving only d = 1 trained);
 - the coarse sizes get more examples (share of size 2^-j ~ ``level_decay``^j, 0.5 by
   default: half on d = 1), like the reference's ``bootstrap_dt_bias``: the coarse sizes
-  are the hardest to fit and inherit the errors of every finer size below them (against
-  equal shares, ``level_decay=1``: benchmarks/results/shortcut_defaults.md);
+  are the hardest to fit and inherit the errors of every finer size below them;
 - the flow-matching and bootstrap parts use disjoint examples and independent keys (the
   reference uses the first eighth twice and the last eighth never, with shared keys);
 - the finest size is Heun's step on the d = 0 velocity at times of the flow-matching grid (the
   reference: two Euler steps of its flow-matching level, whose d it feeds as 1/128);
 - an eighth of each batch goes to self-consistency (the reference code's share; the paper
   text says a quarter), and budgets of ``flow_budget`` steps or more are served by the d = 0
-  velocity (the reference does so at 128): both chosen in benchmarks/results/shortcut_defaults.md.
+  velocity (the reference does so at 128).
+These defaults were chosen one at a time on the 2-D ring over three seeds; ``benchmarks/sweep.py``
+reruns such a comparison (its docstring has the command) and the paper tables
+(``benchmarks/results/paper_table_*.md``) set them against the paper's settings at every budget.
 """
 
 from __future__ import annotations
