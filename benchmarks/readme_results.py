@@ -35,7 +35,7 @@ def table_rows(name: str, title: str, unit: str, methods: list[str] | None = Non
 
     metric = data["metrics"][0]
     seeds = sorted({r["seed"] for r in data["runs"]})
-    lines = [f"**{title}** ({unit} at 1 / 4 / 128 steps, mean over {len(seeds)} seed{'s' if len(seeds) > 1 else ''}; "
+    lines = [f"**{title}** ({unit} at 1 / 4 / 128 steps, {f'mean over {len(seeds)} seeds' if len(seeds) > 1 else 'one seed'}; "
              f"[{name}.md](benchmarks/results/{name}.md)):", "",
              "| objective | 1 step | 4 steps | 128 steps | step time / FM |", "|---|---|---|---|---|"]
     for method in methods or data["methods"]:
