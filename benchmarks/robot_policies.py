@@ -82,6 +82,12 @@ def expert_success(domain: Any) -> float | None:
     return float(json.loads(manifest.read_text())["collect"]["success_rate"])
 
 
+def evaluation_episodes(domain: Any) -> int:
+    """Episodes per evaluation: per task times the tasks where the task has evaluation tasks (OGBench)."""
+    rollout, tasks = domain.cfg.rollout, domain.spec.num_eval_tasks
+    return rollout.episodes_per_task * tasks if (tasks and rollout.episodes_per_task) else rollout.num_episodes
+
+
 def single_obs_latency_ms(sample_fn: Any, domain: Any, num_steps: int, calls: int = 100) -> float:
     """Median wall time of one policy call on a single observation history (compiled beforehand)."""
     cond = domain.sample_cond(1, seed=0)
@@ -107,7 +113,7 @@ def run_task(task: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "expert_success": expert_success(domain),
         "num_train_episodes": int(domain.train_episodes.num_episodes),
         "action_noise": domain.cfg.action_noise,
-        "episodes": domain.cfg.rollout.num_episodes,
+        "episodes": evaluation_episodes(domain),
         "train": {k: getattr(base_cfg.train, k) for k in ("steps", "batch_size", "lr", "schedule", "warmup_steps", "ema_decay")},
         "model": as_dict(base_cfg.model),
         "windows": {k: getattr(domain.cfg, k) for k in ("obs_horizon", "horizon", "action_horizon")},
@@ -241,8 +247,10 @@ def render(results: dict[str, Any], machine: str, name: str, not_run: dict[str, 
         t, w, mo = r["train"], r["windows"], r["model"]
         model = ", ".join(f"{k} {v}" for k, v in mo.items() if k != "dtype")
         lines.append(
-            f"- **{task}**: {r['num_train_episodes']} training demonstrations"
-            + (f" (executed-action noise {r['action_noise']:g}, DART)" if r.get("action_noise") else " (clean expert)")
+            f"- **{task}**: {r['num_train_episodes']} training "
+            + ("episodes of OGBench's play data (its oracles, its procedure), goals relabelled as in GCBC"
+               if task.split(" ")[0] in OGBENCH_TASKS
+               else "demonstrations" + (f" (executed-action noise {r['action_noise']:g}, DART)" if r.get("action_noise") else " (clean expert)"))
             + f"; windows obs_horizon {w['obs_horizon']}, "
             f"horizon {w['horizon']}, action_horizon {w['action_horizon']}; normalisation: observations "
             f"{r['norm']['obs_norm']}, actions {r['norm']['action_norm']}; model {model}; {t['steps']} steps, batch "
