@@ -64,11 +64,29 @@ def latency_rows() -> list[str]:
     return lines + [""]
 
 
+def ogbench_rows() -> list[str]:
+    path = RESULTS / "ogbench.json"
+    if not path.exists():
+        return []
+    results = json.loads(path.read_text())["results"]
+    lines = ["**OGBench manipulation, goal-conditioned** (success over OGBench's five evaluation tasks, one training seed, "
+             "deterministic / sampled; [ogbench.md](benchmarks/results/ogbench.md), which also gives the published GCBC):", "",
+             "| task | policy | 1 step | 4 steps | 128 steps |", "|---|---|---|---|---|"]
+    for task, entry in results.items():
+        for method, row in entry["methods"].items():
+            budgets = (1,) if method == "bc" else (1, 4, 128)
+            cells = [f"{100 * row.get(f'success@{n}|noise=0', row[f'success@{n}']):.0f}% / {100 * row[f'success@{n}']:.0f}%"
+                     if method != "bc" else f"{100 * row[f'success@{n}']:.0f}%" for n in budgets]
+            lines.append(f"| {task} | {method} | " + " | ".join(cells + ["–"] * (3 - len(cells))) + " |")
+    return lines + [""]
+
+
 def section() -> str:
     blocks = [
         table_rows("paper_table_toy2d", "2-D ring", "sliced W2 to data"),
         table_rows("paper_table_digits", "8x8 digits", "Fréchet distance, digit classifier"),
         table_rows("fmnist", "Fashion-MNIST", "Fréchet distance, Fashion-MNIST classifier"),
+        ogbench_rows(),
         latency_rows(),
     ]
     body = [line for block in blocks for line in block]
