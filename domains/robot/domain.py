@@ -357,10 +357,13 @@ class RobotDomain:
 
     def output(self, z: np.ndarray) -> np.ndarray:
         """Model-space action chunks (N, H, A) as raw actions (clipped to the normaliser's range for minmax)."""
-        z = np.asarray(z, np.float32)
+        return np.asarray(self._raw_actions(jnp.asarray(z, jnp.float32)), np.float32)
+
+    def _raw_actions(self, z: jax.Array) -> jax.Array:
+        """Model space -> raw actions; jittable, shared by ``output`` and the policy."""
         if self.cfg.rollout.clip_actions and self.action_normalizer.mode == "minmax":
-            z = np.clip(z, -1.0, 1.0)
-        return self.codec.decode(z).astype(np.float32)
+            z = jnp.clip(z, -1.0, 1.0)
+        return self.action_normalizer.decode(z)
 
     def state(self) -> dict[str, Any]:
         """JSON-serialisable normalisers and shapes, saved with the checkpoint."""
@@ -460,15 +463,13 @@ class RobotDomain:
         if noise_scale < 0:
             raise ValueError(f"rollout.noise_scale must be >= 0 (got {noise_scale}); 1 samples, 0 is deterministic.")
         base = jax.random.key(seed)
-        clip = self.cfg.rollout.clip_actions and self.action_normalizer.mode == "minmax"
-        obs_norm, act_norm = self.obs_normalizer, self.action_normalizer
         scale = {} if noise_scale == 1.0 else {"noise_scale": noise_scale}  # plain sampling keeps the plain SampleFn call
 
         @jax.jit
         def chunks(histories: jax.Array, call: jax.Array) -> jax.Array:
-            cond = obs_norm.encode(self._split_goal(histories))
+            cond = self.obs_normalizer.encode(self._split_goal(histories))
             z = sample_fn(jax.random.fold_in(base, call), num_steps, histories.shape[0], cond, **scale)
-            return act_norm.decode(jnp.clip(z, -1.0, 1.0) if clip else z)
+            return self._raw_actions(z)
 
         calls = itertools.count()
 
@@ -487,8 +488,7 @@ class RobotDomain:
                 f"task {self.task} takes observation histories (N, To, {2 * d}): each row the {d}-D state, then the "
                 f"{d}-D goal state; got shape {obs.shape}."
             )
-        xp = jnp if isinstance(obs, jax.Array) else np
-        return xp.concatenate([obs[..., :d], obs[:, -1:, d:]], axis=1)
+        return jnp.concatenate([obs[..., :d], obs[:, -1:, d:]], axis=1)
 
     def _rollout_envs(self, count: int) -> list[Any]:
         """``count`` evaluation environments, built once and reused by every evaluation (episodes
