@@ -39,6 +39,9 @@ TASKS = ("reacher", "pointmaze_medium", "pointmaze_large", "cube_single")
 # OGBench manipulation, goal-conditioned, data by OGBench's procedure: --name ogbench --tasks ...
 OGBENCH_TASKS = ("ogbench_cube_single", "cube_double", "scene", "puzzle_3x3")
 ALL_TASKS = TASKS + OGBENCH_TASKS
+# Published goal-conditioned BC on the official play datasets, % success (OGBench paper, Park et al.,
+# ICLR 2025, Table 2).
+PUBLISHED_GCBC = {"ogbench_cube_single": 6.0, "cube_double": 1.0, "scene": 5.0, "puzzle_3x3": 2.0}
 # objective -> the step budgets it is evaluated at (BC is one deterministic step by construction).
 METHODS = {"shortcut": [1, 4, 128], "flow_matching": [1, 4, 128], "bc": [1]}
 LABELS = {"shortcut": "shortcut", "flow_matching": "flow matching", "bc": "MSE BC"}
@@ -193,6 +196,32 @@ def extra_scales(results: dict[str, Any]) -> list[float]:
     return sorted(found)
 
 
+def goals(task: str, methods: dict[str, Any]) -> list[str]:
+    """The robot goals for one task: the one-step shortcut policy against flow matching's best budget
+    (minus 3 points), against its own 128 steps (x 0.95), and against published GCBC (OGBench tasks);
+    each policy at its better mode, sampled or deterministic."""
+    sc, fm = methods.get("shortcut"), methods.get("flow_matching")
+    if sc is None:
+        return []
+
+    def best(row: dict[str, Any], n: int) -> float:
+        return 100 * max(row.get(f"success@{n}", 0.0), row.get(f"success@{n}|noise=0", 0.0))
+
+    def verdict(ok: bool) -> str:
+        return "**met**" if ok else "**not met**"
+
+    one = best(sc, 1)
+    lines = []
+    if fm is not None:
+        fm_best = max(best(fm, n) for n in METHODS["flow_matching"])
+        lines.append(f"- {task}: one-step shortcut {one:.0f}% ≥ flow matching's best budget {fm_best:.0f}% − 3: {verdict(one >= fm_best - 3)}.")
+    own = best(sc, 128)
+    lines.append(f"- {task}: one-step shortcut {one:.0f}% ≥ 0.95 × its 128-step {own:.0f}%: {verdict(one >= 0.95 * own)}.")
+    if task in PUBLISHED_GCBC:
+        lines.append(f"- {task}: one-step shortcut {one:.0f}% ≥ published GCBC {PUBLISHED_GCBC[task]:.0f}%: {verdict(one >= PUBLISHED_GCBC[task])}.")
+    return lines
+
+
 def render(results: dict[str, Any], machine: str, name: str, not_run: dict[str, str], notes: list[str]) -> str:
     lines = [
         "# Robot policies: shortcut vs flow matching vs MSE behaviour cloning",
@@ -270,6 +299,9 @@ def render(results: dict[str, Any], machine: str, name: str, not_run: dict[str, 
                 for group in r.get("kept_rows", [])
             )
         )
+    goal_lines = [line for task in ordered(results) for line in goals(task.split(" ")[0], results[task]["methods"])]
+    if goal_lines:
+        lines += ["", "## Goals (computed)", "", *goal_lines]
     if not_run:
         lines += ["", "## Not run", ""]
         lines += [f"- **{task}**: {why}" for task, why in not_run.items()]

@@ -73,3 +73,17 @@ def test_noise_scales_parse_without_plain_sampling():
     assert parse_scales("0,1,0.5") == [0.0, 0.5] and parse_scales("") == []
     with pytest.raises(ValueError, match=">= 0"):
         parse_scales("-1")
+
+
+def test_goals_compare_the_one_step_policy_at_its_better_mode():
+    from benchmarks.robot_policies import goals
+
+    shortcut = {"success@1": 0.10, "success@1|noise=0": 0.14, "success@128": 0.0, "success@128|noise=0": 0.14}
+    flow = {"success@1": 0.16, "success@4|noise=0": 0.20, "success@128": 0.04}
+    lines = goals("ogbench_cube_single", {"shortcut": shortcut, "flow_matching": flow})
+    assert lines == [
+        "- ogbench_cube_single: one-step shortcut 14% ≥ flow matching's best budget 20% − 3: **not met**.",
+        "- ogbench_cube_single: one-step shortcut 14% ≥ 0.95 × its 128-step 14%: **met**.",
+        "- ogbench_cube_single: one-step shortcut 14% ≥ published GCBC 6%: **met**.",
+    ]
+    assert goals("reacher", {"bc": {"success@1": 0.5}}) == []
