@@ -358,7 +358,9 @@ def main() -> None:
     work = ROOT / "benchmarks" / ".cache" / "robot_policies_runs"  # git-ignored: checkpoints stay out of the repository
     for task in tasks:
         entry = run_task(task, args, work)
-        command = [f"--tasks {task}", f"--episodes {args.episodes}"]
+        command = [f"--tasks {task}"] + ([f"--name {args.name}"] if args.name else [])
+        if args.episodes != parser.get_default("episodes"):
+            command.append(f"--episodes {args.episodes}")
         if args.steps is not None:
             command.append(f"--steps {args.steps}")
         if args.noise_scales != [0.0]:
@@ -371,6 +373,7 @@ def main() -> None:
         stored = json.loads(json_path.read_text()) if json_path.is_file() else {"results": {}}
         key = f"{task} [{args.label}]" if args.label else task
         stored["results"][key] = merge_methods(stored["results"].get(key), entry)
+        stored["results"] = {k: stored["results"][k] for k in ordered(stored["results"])}  # the tables' order
         stored.get("not_run", {}).pop(task, None)
         # Written after every task, so a later task that is interrupted loses nothing before it.
         json_path.write_text(json.dumps(stored, indent=1, default=str))
