@@ -217,8 +217,9 @@ def goals(task: str, methods: dict[str, Any]) -> list[str]:
         lines.append(f"- {task}: one-step shortcut {one:.0f}% ≥ flow matching's best budget {fm_best:.0f}% − 3: {verdict(one >= fm_best - 3)}.")
     own = best(sc, 128)
     lines.append(f"- {task}: one-step shortcut {one:.0f}% ≥ 0.95 × its 128-step {own:.0f}%: {verdict(one >= 0.95 * own)}.")
-    if task in PUBLISHED_GCBC:
-        lines.append(f"- {task}: one-step shortcut {one:.0f}% ≥ published GCBC {PUBLISHED_GCBC[task]:.0f}%: {verdict(one >= PUBLISHED_GCBC[task])}.")
+    published = PUBLISHED_GCBC.get(task.split(" ")[0])  # a result key may carry a label: "task [label]"
+    if published is not None:
+        lines.append(f"- {task}: one-step shortcut {one:.0f}% ≥ published GCBC {published:.0f}%: {verdict(one >= published)}.")
     return lines
 
 
@@ -299,7 +300,7 @@ def render(results: dict[str, Any], machine: str, name: str, not_run: dict[str, 
                 for group in r.get("kept_rows", [])
             )
         )
-    goal_lines = [line for task in ordered(results) for line in goals(task.split(" ")[0], results[task]["methods"])]
+    goal_lines = [line for task in ordered(results) for line in goals(task, results[task]["methods"])]
     if goal_lines:
         lines += ["", "## Goals (computed)", "", *goal_lines]
     if not_run:
