@@ -171,9 +171,14 @@ def ms(value: float | None, digits: int) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
+def task_of(key: str) -> str:
+    """The task of a result key, "task" or "task [label]"."""
+    return key.split(" ")[0]
+
+
 def ordered(results: dict[str, Any]) -> list[str]:
     """Result keys ("task" or "task [label]") in the order of TASKS."""
-    return sorted(results, key=lambda key: (ALL_TASKS.index(key.split(" ")[0]), key))
+    return sorted(results, key=lambda key: (ALL_TASKS.index(task_of(key)), key))
 
 
 def shortcut_settings(row: dict[str, Any] | None) -> str:
@@ -205,7 +210,7 @@ def goals(task: str, methods: dict[str, Any]) -> list[str]:
         return []
 
     def best(row: dict[str, Any], n: int) -> float:
-        return 100 * max(row.get(f"success@{n}", 0.0), row.get(f"success@{n}|noise=0", 0.0))
+        return 100 * max(row.get(f"success@{n}", 0.0), row.get(scaled_key(f"success@{n}", 0.0), 0.0))
 
     def verdict(ok: bool) -> str:
         return "**met**" if ok else "**not met**"
@@ -217,7 +222,7 @@ def goals(task: str, methods: dict[str, Any]) -> list[str]:
         lines.append(f"- {task}: one-step shortcut {one:.0f}% ≥ flow matching's best budget {fm_best:.0f}% − 3: {verdict(one >= fm_best - 3)}.")
     own = best(sc, 128)
     lines.append(f"- {task}: one-step shortcut {one:.0f}% ≥ 0.95 × its 128-step {own:.0f}%: {verdict(one >= 0.95 * own)}.")
-    published = PUBLISHED_GCBC.get(task.split(" ")[0])  # a result key may carry a label: "task [label]"
+    published = PUBLISHED_GCBC.get(task_of(task))
     if published is not None:
         lines.append(f"- {task}: one-step shortcut {one:.0f}% ≥ published GCBC {published:.0f}%: {verdict(one >= published)}.")
     return lines
@@ -279,7 +284,7 @@ def render(results: dict[str, Any], machine: str, name: str, not_run: dict[str, 
         lines.append(
             f"- **{task}**: {r['num_train_episodes']} training "
             + ("episodes of OGBench's play data (its oracles, its procedure), goals relabelled as in GCBC"
-               if task.split(" ")[0] in OGBENCH_TASKS
+               if task_of(task) in OGBENCH_TASKS
                else "demonstrations" + (f" (executed-action noise {r['action_noise']:g}, DART)" if r.get("action_noise") else " (clean expert)"))
             + f"; windows obs_horizon {w['obs_horizon']}, "
             f"horizon {w['horizon']}, action_horizon {w['action_horizon']}; normalisation: observations "
@@ -411,7 +416,7 @@ def merge_methods(previous: dict[str, Any] | None, entry: dict[str, Any]) -> dic
 
 
 def write_markdown(stored: dict[str, Any], machine: str, name: str, path: Path) -> None:
-    family = OGBENCH_TASKS if any(key.split(" ")[0] in OGBENCH_TASKS for key in stored["results"]) else TASKS
+    family = OGBENCH_TASKS if any(task_of(key) in OGBENCH_TASKS for key in stored["results"]) else TASKS
     not_run = {t: stored.get("not_run", {}).get(t, "not run yet") for t in family if t not in stored["results"]}
     path.write_text(render(stored["results"], machine, name, not_run, stored.get("notes", [])))
 
