@@ -1,14 +1,16 @@
 """Shortcut, flow-matching and MSE behaviour-cloning policies on the robot tasks: closed-loop
-success at 1, 4 and 128 sampling steps, action-chunk latency, and the experts' own success.
+success at 1, 2, 4 and 128 sampling steps, action-chunk latency, and the experts' own success.
 
-    python benchmarks/robot_policies.py [--tasks reacher,pointmaze_medium] [--steps N] [--episodes 100] [--quick]
+    python benchmarks/robot_policies.py [--tasks reacher,pointmaze_medium] [--steps N] [--episodes 100] [--seeds 0 1 2] [--quick]
 
 For every task the three policies share the demonstrations, backbone, batch size, optimizer
 and step count (``configs/domain/robot.yaml`` and ``configs/model/robot.yaml`` unless
 ``--set key=value`` overrides them); they differ only in ``objective``. Each is evaluated
 on the same ``--episodes`` evaluation episodes (same reset seeds, same sampling seed).
 Results accumulate per task in ``results/robot_policies.json``, so tasks can be run in
-separate invocations; the markdown table is rebuilt from it every time.
+separate invocations; the markdown table is rebuilt from it every time. With several training
+seeds a cell is the mean ± std over them; ``--seeds 1 2`` adds seeds to the stored seed 0 when
+every setting matches, so seeds can be run in separate invocations too.
 """
 
 from __future__ import annotations
@@ -43,8 +45,10 @@ ALL_TASKS = TASKS + OGBENCH_TASKS
 # ICLR 2025, Table 2).
 PUBLISHED_GCBC = {"ogbench_cube_single": 6.0, "cube_double": 1.0, "scene": 5.0, "puzzle_3x3": 2.0}
 # objective -> the step budgets it is evaluated at (BC is one deterministic step by construction).
-METHODS = {"shortcut": [1, 4, 128], "flow_matching": [1, 4, 128], "bc": [1]}
+METHODS = {"shortcut": [1, 2, 4, 128], "flow_matching": [1, 2, 4, 128], "bc": [1]}
 LABELS = {"shortcut": "shortcut", "flow_matching": "flow matching", "bc": "MSE BC"}
+SHORT = {"shortcut": "sc", "flow_matching": "fm"}  # column names: sc@n, fm@n
+SUMMED = ("train_s", "eval_s")  # over seeds: wall time adds up; every other number is averaged
 SAMPLED = ("shortcut", "flow_matching")  # methods whose policies start from noise
 QUICK_STEPS, QUICK_EPISODES = 300, 10
 
@@ -125,36 +129,55 @@ def run_task(task: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "methods": {},
     }
     for method in args.methods:
-        budgets = METHODS[method]
-        cfg = compose_config(overrides + [f"objective={method}"])
-        tag = hashlib.sha1(json.dumps(overrides).encode()).hexdigest()[:8]
-        run_dir = work / f"{task}_{method}_{tag}"
-        shutil.rmtree(run_dir, ignore_errors=True)  # a fresh run every time: no resuming from older settings
-        run = build_run(cfg, domain)
-        start = time.perf_counter()
-        out = train(cfg, domain, run_dir, run=run)
-        train_s = time.perf_counter() - start
-        sample_fn = make_sample_fn(run.graphdef, out.state.ema_params, run.objective, tuple(domain.sample_shape))
-        start = time.perf_counter()
-        metrics = domain.evaluate(sample_fn, budgets, run_dir / "samples", noise_scale=1.0)
-        if method in SAMPLED:  # the same weights with scaled initial noise; BC starts from zeros
-            for scale in args.noise_scales:
-                scaled = domain.evaluate(sample_fn, budgets, run_dir / "samples", noise_scale=scale)
-                metrics.update({scaled_key(k, scale): v for k, v in scaled.items()})
-        eval_s = time.perf_counter() - start
-        final_loss = _final_loss(run_dir / "metrics.jsonl")
-        entry["methods"][method] = {
-            **metrics,
-            "latency_1obs_ms@1": single_obs_latency_ms(sample_fn, domain, 1),
-            "train_s": train_s,
-            "eval_s": eval_s,
-            "steps_per_sec": out.steps_per_sec,
-            "final_loss": final_loss,
-            "objective": as_dict(cfg.objective),
-        }
-        print(f"[{task}] {method}: " + json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in entry["methods"][method].items()}), flush=True)
+        per_seed = {}
+        for seed in args.seeds:
+            per_seed[str(seed)] = train_and_evaluate(task, method, seed, overrides, domain, args, work)
+            print(f"[{task}] {method} seed {seed}: " + json.dumps({k: round(v, 4) for k, v in per_seed[str(seed)].items()}), flush=True)
+        objective = as_dict(compose_config(overrides + [f"objective={method}"]).objective)
+        entry["methods"][method] = combine_seeds(per_seed, objective)
     entry["wall_s"] = time.perf_counter() - start_task
     return entry
+
+
+def train_and_evaluate(task: str, method: str, seed: int, overrides: list[str], domain: Any, args: argparse.Namespace, work: Path) -> dict[str, float]:
+    """One policy: trained from scratch with this seed, evaluated at its budgets; its numbers."""
+    budgets = METHODS[method]
+    cfg = compose_config(overrides + [f"objective={method}", f"seed={seed}"])
+    tag = hashlib.sha1(json.dumps(overrides).encode()).hexdigest()[:8]
+    run_dir = work / f"{task}_{method}_{tag}_seed{seed}"
+    shutil.rmtree(run_dir, ignore_errors=True)  # a fresh run every time: no resuming from older settings
+    run = build_run(cfg, domain)
+    start = time.perf_counter()
+    out = train(cfg, domain, run_dir, run=run)
+    train_s = time.perf_counter() - start
+    sample_fn = make_sample_fn(run.graphdef, out.state.ema_params, run.objective, tuple(domain.sample_shape))
+    start = time.perf_counter()
+    metrics = domain.evaluate(sample_fn, budgets, run_dir / "samples", noise_scale=1.0)
+    if method in SAMPLED:  # the same weights with scaled initial noise; BC starts from zeros
+        for scale in args.noise_scales:
+            scaled = domain.evaluate(sample_fn, budgets, run_dir / "samples", noise_scale=scale)
+            metrics.update({scaled_key(k, scale): v for k, v in scaled.items()})
+    eval_s = time.perf_counter() - start
+    return {
+        **{k: float(v) for k, v in metrics.items()},
+        "latency_1obs_ms@1": single_obs_latency_ms(sample_fn, domain, 1),
+        "train_s": train_s,
+        "eval_s": eval_s,
+        "steps_per_sec": float(out.steps_per_sec),
+        "final_loss": _final_loss(run_dir / "metrics.jsonl"),
+    }
+
+
+def combine_seeds(per_seed: dict[str, dict[str, float]], objective: dict[str, Any]) -> dict[str, Any]:
+    """A method's row: the mean over seeds of every number measured for all of them (wall times
+    summed), the per-seed numbers (for the std) and the objective's settings."""
+    numeric = [{k for k, v in m.items() if isinstance(v, (int, float)) and not isinstance(v, bool)} for m in per_seed.values()]
+    shared = set.intersection(*numeric)
+    row: dict[str, Any] = {}
+    for key in sorted(shared, key=lambda k: list(next(iter(per_seed.values()))).index(k)):
+        values = [m[key] for m in per_seed.values()]
+        row[key] = float(sum(values)) if key in SUMMED else float(np.mean(values))
+    return {**row, "objective": objective, "per_seed": {seed: per_seed[seed] for seed in sorted(per_seed, key=int)}}
 
 
 def _final_loss(path: Path) -> float:
@@ -165,6 +188,21 @@ def _final_loss(path: Path) -> float:
 
 def pct(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.0f}%"
+
+
+def success_cell(row: dict[str, Any] | None, key: str) -> str:
+    """'12%' for one seed, '12 ± 3%' (mean ± sample std) over several, '–' where it was not measured."""
+    if not row or row.get(key) is None:
+        return "–"
+    seeds = [m.get(key) for m in row.get("per_seed", {}).values()]
+    if len(seeds) < 2 or any(v is None for v in seeds):
+        return pct(row[key])
+    return f"{100 * np.mean(seeds):.0f} ± {100 * np.std(seeds, ddof=1):.0f}%"
+
+
+def seeds_of(row: dict[str, Any]) -> list[str]:
+    """The training seeds behind a row (rows stored before seeds were recorded are seed 0)."""
+    return list(row.get("per_seed", {"0": None}))
 
 
 def ms(value: float | None, digits: int) -> str:
@@ -237,15 +275,17 @@ def render(results: dict[str, Any], machine: str, name: str, not_run: dict[str, 
         "Success rate over the evaluation episodes (closed loop in MuJoCo; reset seeds from the evaluation stream, "
         "so no episode was seen in the demonstrations). Every policy of a task shares the demonstrations, backbone, "
         "batch, optimizer and step count; the policies differ only in the objective. `sc@n` / `fm@n` = shortcut / "
-        "flow matching sampled with n Euler steps; BC is one deterministic step.",
+        "flow matching sampled with n Euler steps; BC is one deterministic step. With several training seeds a cell is "
+        "the mean ± sample std over them.",
         "",
-        "| task | expert | episodes | sc@1 | sc@4 | sc@128 | fm@1 | fm@4 | fm@128 | MSE BC |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| task | expert | episodes | seeds | " + " | ".join(f"{SHORT[m]}@{n}" for m in SAMPLED for n in METHODS[m]) + " | MSE BC |",
+        "|---|---|---|---|" + "---|" * (sum(len(METHODS[m]) for m in SAMPLED) + 1),
     ]
     for task in ordered(results):
         r = results[task]
         m = r["methods"]
-        cells = [pct(m.get(meth, {}).get(f"success@{n}")) for meth in METHODS for n in METHODS[meth]]
+        cells = [str(len(seeds_of(next(iter(m.values())))))] if m else ["–"]
+        cells += [success_cell(m.get(meth), f"success@{n}") for meth in METHODS for n in METHODS[meth]]
         lines.append(f"| {task} | {pct(r['expert_success'])} | {r['episodes']} | " + " | ".join(cells) + " |")
     for scale in extra_scales(results):
         lines += [
@@ -254,14 +294,13 @@ def render(results: dict[str, Any], machine: str, name: str, not_run: dict[str, 
             + (" (a deterministic policy: every chunk starts from the noise mean)" if scale == 0 else "")
             + "; '–' where that evaluation was not run.",
             "",
-            f"| task | sc@1 x{scale:g} | sc@4 x{scale:g} | sc@128 x{scale:g} | fm@1 x{scale:g} | fm@4 x{scale:g} "
-            f"| fm@128 x{scale:g} | MSE BC |",
-            "|---|---|---|---|---|---|---|---|",
+            "| task | " + " | ".join(f"{SHORT[m]}@{n} x{scale:g}" for m in SAMPLED for n in METHODS[m]) + " | MSE BC |",
+            "|---|" + "---|" * (sum(len(METHODS[m]) for m in SAMPLED) + 1),
         ]
         for task in ordered(results):
             m = results[task]["methods"]
-            cells = [pct(m.get(meth, {}).get(scaled_key(f"success@{n}", scale))) for meth in SAMPLED for n in METHODS[meth]]
-            cells.append(pct(m.get("bc", {}).get("success@1")))
+            cells = [success_cell(m.get(meth), scaled_key(f"success@{n}", scale)) for meth in SAMPLED for n in METHODS[meth]]
+            cells.append(success_cell(m.get("bc"), "success@1"))
             lines.append(f"| {task} | " + " | ".join(cells) + " |")
     lines += [
         "",
@@ -296,6 +335,7 @@ def render(results: dict[str, Any], machine: str, name: str, not_run: dict[str, 
             f"(data {r['data_s']:.0f} s; "
             + "; ".join(
                 f"{LABELS[k]} train {v['train_s']:.0f} s at {v['steps_per_sec']:.1f} steps/s, eval {v['eval_s']:.0f} s"
+                + (f" over {len(seeds_of(v))} seeds" if len(seeds_of(v)) > 1 else "")
                 for k, v in r["methods"].items()
             )
             + f"). Run at {r['finished']}."
@@ -304,6 +344,7 @@ def render(results: dict[str, Any], machine: str, name: str, not_run: dict[str, 
                 f"`python benchmarks/robot_policies.py {group['command']}` ({group['finished']})."
                 for group in r.get("kept_rows", [])
             )
+            + earlier_seeds(r)
         )
     goal_lines = [line for task in ordered(results) for line in goals(task, results[task]["methods"])]
     if goal_lines:
@@ -322,6 +363,7 @@ def main() -> None:
     parser.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated subset of {','.join(TASKS)}")
     parser.add_argument("--steps", type=int, default=None, help="training steps per policy (default: train.steps of the config)")
     parser.add_argument("--episodes", type=int, default=100, help="evaluation episodes per policy and step budget")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (each policy is trained once per seed)")
     parser.add_argument(
         "--methods", default=",".join(METHODS), help="comma-separated subset of the objectives (the table needs all three)"
     )
@@ -369,12 +411,17 @@ def main() -> None:
             command.append(f"--episodes {args.episodes}")
         if args.steps is not None:
             command.append(f"--steps {args.steps}")
+        if args.seeds != [0]:
+            command.append(f"--seeds {' '.join(map(str, args.seeds))}")
         if args.noise_scales != [0.0]:
             command.append(f"--noise-scales '{','.join(f'{v:g}' for v in args.noise_scales)}'")
         if list(args.methods) != list(METHODS):
             command.append(f"--methods {','.join(args.methods)}")
         command += [f"--set {s}" for s in args.set] + ([f'--label "{args.label}"'] if args.label else [])
         entry.update(command=" ".join(command), machine=machine, finished=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+        for row in entry["methods"].values():
+            for record in row["per_seed"].values():
+                record["origin"] = {"command": entry["command"], "finished": entry["finished"]}
         # Re-read first: another invocation may have added a task meanwhile.
         stored = json.loads(json_path.read_text()) if json_path.is_file() else {"results": {}}
         key = f"{task} [{args.label}]" if args.label else task
@@ -393,26 +440,58 @@ SHARED_SETTINGS = ("overrides", "num_train_episodes", "action_noise", "episodes"
 
 
 def merge_methods(previous: dict[str, Any] | None, entry: dict[str, Any]) -> dict[str, Any]:
-    """Keep the previous rows of methods this invocation did not run, when every shared setting is equal.
+    """Keep what the previous run of a task measured and this invocation did not, when every shared
+    setting is equal: the rows of methods it did not run, and the seeds it did not run of methods
+    whose objective settings are unchanged.
 
-    So ``--methods shortcut`` refreshes one row of a task without retraining the others; the
-    wall time becomes the sum over the kept and the new rows, and the kept rows' command is recorded.
+    So ``--methods shortcut`` refreshes one row without retraining the others, and ``--seeds 1 2``
+    adds seeds to a stored seed 0; each seed keeps the command and time of the run that made it,
+    and the wall time becomes the sum over every seed of every row.
     """
     if previous is None or any(previous.get(k) != entry.get(k) for k in SHARED_SETTINGS):
         return entry
-    kept = {m: r for m, r in previous["methods"].items() if m not in entry["methods"]}
-    if not kept:
-        return entry
-    rows = {**kept, **entry["methods"]}
-    merged = dict(entry, methods={m: rows[m] for m in METHODS if m in rows})
-    merged["wall_s"] = entry["wall_s"] + sum(r["train_s"] + r["eval_s"] for r in kept.values())
-    # Where each kept row comes from: the previous run, or a run that one had kept in turn.
-    origins: dict[tuple[str, str], list[str]] = {}
-    earlier = {m: (g["command"], g["finished"]) for g in previous.get("kept_rows", []) for m in g["methods"]}
-    for method in kept:
-        origins.setdefault(earlier.get(method, (previous["command"], previous["finished"])), []).append(method)
-    merged["kept_rows"] = [{"methods": ms, "command": c, "finished": f} for (c, f), ms in origins.items()]
+    rows = {}
+    for method in METHODS:
+        old, new = previous["methods"].get(method), entry["methods"].get(method)
+        if old is not None and (new is None or old.get("objective") == new.get("objective")):
+            seeds = {**seed_records(old, previous, method), **(seed_records(new, entry, method) if new else {})}
+            rows[method] = combine_seeds(seeds, (new or old).get("objective", {}))
+        elif new is not None:
+            rows[method] = combine_seeds(seed_records(new, entry, method), new.get("objective", {}))
+    fresh = sum(r["train_s"] + r["eval_s"] for r in entry["methods"].values())
+    merged = {k: v for k, v in entry.items() if k != "kept_rows"}
+    merged["methods"] = rows
+    merged["wall_s"] = entry["wall_s"] - fresh + sum(r["train_s"] + r["eval_s"] for r in rows.values())
     return merged
+
+
+def seed_records(row: dict[str, Any], entry: dict[str, Any], method: str) -> dict[str, dict[str, Any]]:
+    """A stored row's per-seed numbers, each with its origin; a row stored before seeds were
+    recorded is seed 0 of the run that made it (the entry's, or the one its ``kept_rows`` name)."""
+    if "per_seed" in row:
+        return row["per_seed"]
+    made_by = next((g for g in entry.get("kept_rows", []) if method in g["methods"]), entry)
+    numbers = {k: v for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return {"0": {**numbers, "origin": {"command": made_by["command"], "finished": made_by["finished"]}}}
+
+
+def earlier_seeds(entry: dict[str, Any]) -> str:
+    """The sentence naming the seeds of a task that an earlier run measured, by run."""
+    own = (entry.get("command"), entry.get("finished"))
+    groups: dict[tuple[str, str], list[str]] = {}
+    for method, row in entry["methods"].items():
+        by_origin: dict[tuple[str, str], list[str]] = {}
+        for seed, record in row.get("per_seed", {}).items():
+            origin = record.get("origin", {})
+            by_origin.setdefault((origin.get("command"), origin.get("finished")), []).append(seed)
+        for origin, seeds in by_origin.items():
+            if origin != own and origin != (None, None):
+                whole = len(seeds) == len(row["per_seed"])
+                groups.setdefault(origin, []).append(LABELS[method] + ("" if whole else f" seed {', '.join(seeds)}"))
+    return "".join(
+        f" Rows {', '.join(items)} from an earlier run with the same settings: `python benchmarks/robot_policies.py {command}` ({finished})."
+        for (command, finished), items in groups.items()
+    )
 
 
 def write_markdown(stored: dict[str, Any], machine: str, name: str, path: Path) -> None:

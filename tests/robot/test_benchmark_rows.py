@@ -3,11 +3,13 @@
 import pytest
 
 from benchmarks.robot_policies import (
+    combine_seeds,
     extra_scales,
     merge_methods,
     parse_scales,
     render,
     scaled_key,
+    success_cell,
 )
 
 SETTINGS = dict(
@@ -39,16 +41,47 @@ def test_refreshed_row_replaces_only_its_method():
     assert list(merged["methods"]) == ["shortcut", "flow_matching", "bc"]
     assert [merged["methods"][m]["success@1"] for m in merged["methods"]] == [0.9, 0.2, 0.3]
     assert merged["wall_s"] == 20.0 + 2 * 12.0
-    assert merged["kept_rows"] == [{"methods": ["flow_matching", "bc"], "command": "--tasks reacher", "finished": "T1"}]
     text = render({"reacher": merged}, "test machine", "robot_policies", {}, [])
-    assert "Rows flow matching, MSE BC from an earlier run" in text and "--methods shortcut" in text
+    assert "Rows flow matching, MSE BC from an earlier run with the same settings: `python benchmarks/robot_policies.py --tasks reacher` (T1)" in text
+    assert "Rows shortcut" not in text
 
 
 def test_rows_keep_their_origin_over_two_refreshes():
     once = merge_methods(FULL, entry({"shortcut": row(0.9)}, "--methods shortcut", "T2"))
     twice = merge_methods(once, entry({"bc": row(0.5)}, "--methods bc", "T3"))
-    origins = {m: g["finished"] for g in twice["kept_rows"] for m in g["methods"]}
-    assert origins == {"shortcut": "T2", "flow_matching": "T1"}
+    origins = {m: r["per_seed"]["0"]["origin"]["finished"] for m, r in twice["methods"].items()}
+    assert origins == {"shortcut": "T2", "flow_matching": "T1", "bc": "T3"}
+
+
+def seeded(values: dict[str, float], command: str, finished: str) -> dict:
+    """A row as a run of several seeds stores it: success@1 per seed."""
+    per_seed = {seed: dict(row(v), origin={"command": command, "finished": finished}) for seed, v in values.items()}
+    return combine_seeds(per_seed, {"_target_": "x"})
+
+
+def test_seeds_average_and_report_their_std():
+    sc = seeded({"0": 0.1, "1": 0.3, "2": 0.2}, "--seeds 0 1 2", "T1")
+    assert sc["success@1"] == pytest.approx(0.2) and sc["train_s"] == 30.0 and sc["steps_per_sec"] == 1.0
+    assert success_cell(sc, "success@1") == "20 ± 10%"
+    assert success_cell(sc, "success@4") == "–" and success_cell(None, "success@1") == "–"
+    assert success_cell(row(0.25), "success@1") == "25%"
+
+
+def test_added_seeds_join_the_stored_seed_zero():
+    first = entry({"shortcut": seeded({"0": 0.1}, "--tasks reacher", "T1"), "bc": seeded({"0": 0.3}, "--tasks reacher", "T1")},
+                  "--tasks reacher", "T1")
+    more = entry({"shortcut": seeded({"1": 0.3, "2": 0.5}, "--seeds 1 2 --methods shortcut", "T2")},
+                 "--seeds 1 2 --methods shortcut", "T2")
+    merged = merge_methods(first, more)
+    sc = merged["methods"]["shortcut"]
+    assert list(sc["per_seed"]) == ["0", "1", "2"] and sc["success@1"] == pytest.approx(0.3)
+    assert success_cell(sc, "success@1") == "30 ± 20%"
+    text = render({"reacher": merged}, "test machine", "robot_policies", {}, [])
+    assert "| reacher | 100% | 100 | 3 | 30 ± 20% |" in text
+    assert "Rows shortcut seed 0, MSE BC from an earlier run with the same settings: `python benchmarks/robot_policies.py --tasks reacher` (T1)" in text
+    # A changed objective drops the stored seeds instead of mixing settings.
+    changed = dict(more["methods"]["shortcut"], objective={"_target_": "y"})
+    assert list(merge_methods(first, dict(more, methods={"shortcut": changed}))["methods"]["shortcut"]["per_seed"]) == ["1", "2"]
 
 
 def test_different_settings_replace_the_whole_task():
@@ -63,10 +96,10 @@ def test_scaled_noise_rows_get_their_own_table():
     assert extra_scales(results) == [0.0, 0.5]
     text = render(results, "test machine", "robot_policies", {}, [])
     zero_table = text.split("scaled by 0 ")[1].split("\n\n")[1].splitlines()
-    assert zero_table[0].startswith("| task | sc@1 x0 | sc@4 x0 |")
-    assert zero_table[2] == "| reacher | 100% | 97% | – | – | – | – | 30% |"
+    assert zero_table[0].startswith("| task | sc@1 x0 | sc@2 x0 | sc@4 x0 |")
+    assert zero_table[2] == "| reacher | 100% | – | 97% | – | – | – | – | – | 30% |"
     half_table = text.split("scaled by 0.5")[1].split("\n\n")[1].splitlines()
-    assert half_table[2] == "| reacher | – | – | – | 85% | – | – | 30% |"
+    assert half_table[2] == "| reacher | – | – | – | – | 85% | – | – | – | 30% |"
 
 
 def test_noise_scales_parse_without_plain_sampling():
