@@ -27,11 +27,33 @@ def interpolate(x0: jax.Array, x1: jax.Array, t: jax.Array) -> jax.Array:
     return (1.0 - tb) * x0 + tb * x1
 
 
-def sample_t(key: jax.Array, batch: int, *, grid: int | None = None, t_max: jax.Array | float = 1.0) -> jax.Array:
-    """Times in [0, t_max): uniform, or on the grid {0, 1/grid, ...} when ``grid`` is set.
+def logit_normal(key: jax.Array, shape: tuple[int, ...], mean: float, std: float) -> jax.Array:
+    """``sigmoid(mean + std * N(0, 1))``: times that favour the middle of the path (SD3, MeanFlow)."""
+    return jax.nn.sigmoid(mean + std * jax.random.normal(key, shape))
+
+
+def logit_normal_params(cfg: Any) -> tuple[float, float] | None:
+    """``(logit_mean, logit_std)`` of a config whose ``t_sampling`` is "logit_normal", else None."""
+    return (cfg.logit_mean, cfg.logit_std) if cfg.t_sampling == "logit_normal" else None
+
+
+def sample_t(
+    key: jax.Array,
+    batch: int,
+    *,
+    grid: int | None = None,
+    t_max: jax.Array | float = 1.0,
+    logit_normal_params: tuple[float, float] | None = None,
+) -> jax.Array:
+    """Times in [0, t_max): uniform, on the grid {0, 1/grid, ...} when ``grid`` is set, or
+    logit-normal ``(mean, std)`` scaled to [0, t_max) when ``logit_normal_params`` is set.
 
     ``t_max`` may be per-example (B,). On a grid the last point is t_max - 1/grid.
     """
+    if logit_normal_params is not None:
+        if grid is not None:
+            raise ValueError("sample_t: choose a grid or logit-normal times, not both.")
+        return logit_normal(key, (batch,), *logit_normal_params) * t_max
     u = jax.random.uniform(key, (batch,))
     if grid is None:
         return u * t_max
@@ -80,11 +102,21 @@ def maybe_clip(x: jax.Array, bound: float | None) -> jax.Array:
     return x if bound is None else jnp.clip(x, -bound, bound)
 
 
-def flow_matching_part(key: jax.Array, x1: jax.Array, cond: Any, *, t_grid: int | None, class_dropout: float, num_classes: int) -> Targets:
-    """Flow matching targets at d = 0 for a batch of data: the baseline and the shortcut base case."""
+def flow_matching_part(
+    key: jax.Array,
+    x1: jax.Array,
+    cond: Any,
+    *,
+    t_grid: int | None,
+    class_dropout: float,
+    num_classes: int,
+    logit_normal_params: tuple[float, float] | None = None,
+) -> Targets:
+    """Flow matching targets at d = 0 for a batch of data: the baseline and the shortcut base case.
+    Times as in ``sample_t``."""
     k_t, k_noise, k_label = jax.random.split(key, 3)
     b = x1.shape[0]
-    t = sample_t(k_t, b, grid=t_grid)
+    t = sample_t(k_t, b, grid=t_grid, logit_normal_params=logit_normal_params)
     x0 = jax.random.normal(k_noise, x1.shape, x1.dtype)
     return Targets(
         x_t=interpolate(x0, x1, t),
@@ -106,6 +138,7 @@ def head_then_flow_matching(
     t_grid: int | None,
     class_dropout: float,
     num_classes: int,
+    logit_normal_params: tuple[float, float] | None = None,
 ) -> Targets:
     """``head(x1[:n_head], cond[:n_head])`` on the first examples, flow matching at d = 0 on the
     rest: disjoint parts that together cover the batch (shortcut bootstrap, live reflow)."""
@@ -115,5 +148,15 @@ def head_then_flow_matching(
         parts.append(head(x1[:n_head], take(cond, slice(0, n_head))))
     if n_head < b:
         rest = take(cond, slice(n_head, None))
-        parts.append(flow_matching_part(fm_key, x1[n_head:], rest, t_grid=t_grid, class_dropout=class_dropout, num_classes=num_classes))
+        parts.append(
+            flow_matching_part(
+                fm_key,
+                x1[n_head:],
+                rest,
+                t_grid=t_grid,
+                class_dropout=class_dropout,
+                num_classes=num_classes,
+                logit_normal_params=logit_normal_params,
+            )
+        )
     return parts[0] if len(parts) == 1 else Targets(*concat([list(p) for p in parts]))

@@ -10,17 +10,19 @@ import numpy as np
 
 from shortcutlib.config import ComponentConfig, require_choice
 from shortcutlib.objectives.base import Objective, Targets
-from shortcutlib.objectives.common import flow_matching_part
+from shortcutlib.objectives.common import flow_matching_part, logit_normal_params
 from shortcutlib.velocity import VelocityFn
 
 
 @dataclass
 class Config(ComponentConfig):
-    t_sampling: str = "uniform"  # "uniform" in [0, 1) or "grid" on {0, 1/M, ...}
+    t_sampling: str = "uniform"  # "uniform" in [0, 1), "grid" on {0, 1/M, ...} or "logit_normal"
     M: int = 128  # grid resolution when t_sampling == "grid"
+    logit_mean: float = 0.4  # logit-normal location and scale when t_sampling == "logit_normal"
+    logit_std: float = 1.0  # (MeanFlow's defaults, in this library's time: data at t = 1)
 
     def __post_init__(self) -> None:
-        require_choice("t_sampling", self.t_sampling, ("uniform", "grid"))
+        require_choice("t_sampling", self.t_sampling, ("uniform", "grid", "logit_normal"))
 
 
 class FlowMatching(Objective):
@@ -34,6 +36,7 @@ class FlowMatching(Objective):
             t_grid=self.config.M if self.config.t_sampling == "grid" else None,
             class_dropout=self.class_dropout,
             num_classes=self.num_classes,
+            logit_normal_params=logit_normal_params(self.config),
         )
 
     def query_sizes(self, num_steps: int) -> np.ndarray:

@@ -52,7 +52,12 @@ from flax import nnx
 from shortcutlib.config import ComponentConfig, require, require_choice
 from shortcutlib.nn.embeddings import set_embedding_scales
 from shortcutlib.objectives.base import Objective, Targets
-from shortcutlib.objectives.common import broadcast_to_x, drop_labels, interpolate
+from shortcutlib.objectives.common import (
+    broadcast_to_x,
+    drop_labels,
+    interpolate,
+    logit_normal,
+)
 from shortcutlib.objectives.shortcut import bootstrap_size
 from shortcutlib.velocity import VelocityFn, null_cond
 
@@ -96,7 +101,7 @@ def meanflow_target(model: VelocityFn, z: jax.Array, t: jax.Array, d: jax.Array,
 def sample_times(key: jax.Array, b: int, cfg: Config) -> jax.Array:
     if cfg.t_sampling == "uniform":
         return jax.random.uniform(key, (b,))
-    return jax.nn.sigmoid(cfg.logit_mean + cfg.logit_std * jax.random.normal(key, (b,)))
+    return logit_normal(key, (b,), cfg.logit_mean, cfg.logit_std)
 
 
 def sample_intervals(key: jax.Array, b: int, n_mean: int, cfg: Config, dtype: Any) -> tuple[jax.Array, jax.Array]:

@@ -45,9 +45,12 @@ from shortcutlib.config import ComponentConfig, require, require_choice
 from shortcutlib.objectives.base import Objective, Targets
 from shortcutlib.objectives.common import (
     broadcast_to_x,
+    concat,
     drop_labels,
+    flow_matching_part,
     head_then_flow_matching,
     interpolate,
+    logit_normal_params,
     maybe_clip,
     take,
     two_step_velocity,
@@ -63,8 +66,14 @@ class Config(ComponentConfig):
     bootstrap_ema: bool = False  # targets from EMA weights (the paper), else live weights with stop-gradient
     clip_intermediate: Optional[float] = None  # clip x_{t+d} inside the bootstrap (reference: 4)
     clip_target: Optional[float] = None  # clip the bootstrap target (reference: 4)
-    t_sampling: str = "grid"  # "grid": t on multiples of the target size (and 1/M for d = 0); "uniform"
+    t_sampling: str = "grid"  # "grid": t on multiples of the target size (and 1/M for d = 0); "uniform";
+    # "logit_normal": flow-matching rows logit-normal (logit_mean, logit_std), bootstrap rows uniform
+    logit_mean: float = 0.4
+    logit_std: float = 1.0
     bootstrap_cfg_scale: float = 1.0  # CFG baked into the finest bootstrap targets; 1 = none
+    flow_rows: str = "rest"  # examples of the flow-matching (d = 0) part: "rest", those the bootstrap part leaves
+    # (each step costs about as much as flow matching's); "all", the whole batch, the bootstrap rows on top of it
+    # (the d = 0 velocity sees as many examples as flow matching's; about 1 + bootstrap_fraction times the compute)
     flow_budget: Optional[int] = 16  # budgets of at least this many steps query d = 0 (plain Euler on the
     # instantaneous velocity, trained on every flow-matching row) instead of the fine sizes, which the
     # coarse-biased shares train least; the reference does so at 128; null: d = 1/n always
@@ -73,7 +82,8 @@ class Config(ComponentConfig):
         require(0.0 <= self.bootstrap_fraction <= 1.0, "bootstrap_fraction", self.bootstrap_fraction, "must be in [0, 1].")
         require(self.level_decay > 0, "level_decay", self.level_decay, "must be positive; 1 spreads examples equally.")
         require(self.M >= 1 and math.log2(self.M).is_integer(), "M", self.M, "must be a power of two, e.g. 128.")
-        require_choice("t_sampling", self.t_sampling, ("grid", "uniform"))
+        require_choice("t_sampling", self.t_sampling, ("grid", "uniform", "logit_normal"))
+        require_choice("flow_rows", self.flow_rows, ("rest", "all"))
         require(self.flow_budget is None or self.flow_budget >= 1, "flow_budget", self.flow_budget, "must be at least 1, or null.")
 
 
@@ -171,23 +181,29 @@ class Shortcut(Objective):
     Config = Config
 
     def targets(self, key: jax.Array, batch: dict[str, Any], model: VelocityFn, ema_model: VelocityFn, **_: Any) -> Targets:
-        """Bootstrap targets on the first examples, flow matching on the rest (disjoint)."""
+        """Bootstrap targets on the first examples; flow matching on the rest (disjoint), or with
+        ``flow_rows="all"`` on the whole batch, the bootstrap rows added on top with their own noise and times."""
         cfg = self.config
         x1, cond = batch["x"], batch.get("cond")
         k_fm, k_boot = jax.random.split(key)
         teacher = ema_model if cfg.bootstrap_ema else model
-        return head_then_flow_matching(
-            k_fm,
-            x1,
-            cond,
-            bootstrap_size(x1.shape[0], cfg.bootstrap_fraction),
-            lambda x1_head, cond_head: bootstrap_part(
-                k_boot, x1_head, cond_head, teacher, cfg, class_dropout=self.class_dropout, num_classes=self.num_classes
-            ),
+        n_boot = bootstrap_size(x1.shape[0], cfg.bootstrap_fraction)
+
+        def boot(x1_head: jax.Array, cond_head: Any) -> Targets:
+            return bootstrap_part(k_boot, x1_head, cond_head, teacher, cfg, class_dropout=self.class_dropout, num_classes=self.num_classes)
+
+        flow_options = dict(
             t_grid=cfg.M if cfg.t_sampling == "grid" else None,
             class_dropout=self.class_dropout,
             num_classes=self.num_classes,
+            logit_normal_params=logit_normal_params(cfg),
         )
+        if cfg.flow_rows == "rest":
+            return head_then_flow_matching(k_fm, x1, cond, n_boot, boot, **flow_options)
+        flow = flow_matching_part(k_fm, x1, cond, **flow_options)
+        if n_boot == 0:
+            return flow
+        return Targets(*concat([list(boot(x1[:n_boot], take(cond, slice(0, n_boot)))), list(flow)]))
 
     def query_sizes(self, num_steps: int) -> np.ndarray:
         """``d = 1/n`` for every step of a budget of n, or ``d = 0`` from ``flow_budget`` steps on.

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from domains.toy import gaussian
-from shortcutlib.objectives import common, shortcut
+from shortcutlib.objectives import common, flow_matching, shortcut
 from shortcutlib.objectives.base import ObjectiveContext, Targets, weighted_mse
 from shortcutlib.objectives.flow_matching import FlowMatching
 from shortcutlib.objectives.shortcut import Shortcut
@@ -27,7 +27,7 @@ def test_exact_gaussian_shortcut_composes():
     np.testing.assert_allclose(two, ORACLE(x, t, 2 * d), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("t_sampling", ["grid", "uniform"])
+@pytest.mark.parametrize("t_sampling", ["grid", "uniform", "logit_normal"])
 def test_bootstrap_target_of_oracle_is_oracle(t_sampling):
     """With an exact model the self-consistency target equals its own 2d shortcut: loss 0 at the optimum.
 
@@ -49,15 +49,35 @@ def test_bootstrap_target_of_oracle_is_oracle(t_sampling):
     np.testing.assert_allclose(np.asarray(tg.v_target)[~coarse], np.asarray((v1 + v2) / 2), rtol=1e-5, atol=1e-5)
 
 
-def test_flow_matching_part_is_unbiased_for_oracle_velocity():
+@pytest.mark.parametrize(
+    "objective",
+    [
+        Shortcut(shortcut.Config(bootstrap_fraction=0.0, t_sampling="uniform")),
+        Shortcut(shortcut.Config(bootstrap_fraction=0.0, t_sampling="logit_normal")),
+        FlowMatching(flow_matching.Config(t_sampling="logit_normal")),
+    ],
+    ids=["shortcut-uniform", "shortcut-logit-normal", "flow-matching-logit-normal"],
+)
+def test_flow_matching_part_is_unbiased_for_oracle_velocity(objective):
     """E[x1 - x0 | x_t] is the exact velocity: the residual of the FM target is uncorrelated with x_t."""
-    cfg = shortcut.Config(bootstrap_fraction=0.0, t_sampling="uniform")
-    tg = shortcut.Shortcut(cfg).targets(jax.random.PRNGKey(3), gaussian_batch(jax.random.PRNGKey(4), 200_000), ORACLE, ORACLE)
+    tg = objective.targets(jax.random.PRNGKey(3), gaussian_batch(jax.random.PRNGKey(4), 200_000), ORACLE, ORACLE)
     assert np.all(np.asarray(tg.d) == 0)
     resid = np.asarray(tg.v_target - ORACLE(tg.x_t, tg.t, tg.d, None))
     features = np.concatenate([np.ones((len(resid), 1)), np.asarray(tg.x_t)], axis=1)
     coef = np.linalg.lstsq(features, resid, rcond=None)[0]
     assert np.abs(coef).max() < 0.02
+
+
+def test_logit_normal_times():
+    """sigmoid(mean + std N(0, 1)) has median sigmoid(mean), scaled into [0, t_max); a grid is exclusive."""
+    t = np.asarray(common.sample_t(jax.random.PRNGKey(6), 100_000, logit_normal_params=(0.4, 1.0)))
+    assert 0.0 < t.min() and t.max() < 1.0
+    assert abs(np.median(t) - 1 / (1 + np.exp(-0.4))) < 0.01
+    assert abs(np.mean(np.log(t / (1 - t))) - 0.4) < 0.02 and abs(np.std(np.log(t / (1 - t))) - 1.0) < 0.02
+    t_max = jnp.linspace(0.1, 1.0, 1000)
+    assert np.all(np.asarray(common.sample_t(jax.random.PRNGKey(7), 1000, t_max=t_max, logit_normal_params=(0.0, 1.0))) < t_max)
+    with pytest.raises(ValueError, match="grid or logit-normal"):
+        common.sample_t(jax.random.PRNGKey(8), 4, grid=8, logit_normal_params=(0.0, 1.0))
 
 
 def test_sampler_with_oracle_reproduces_exact_flow_map():
@@ -135,6 +155,26 @@ def test_parts_use_disjoint_examples_and_cover_the_batch():
     assert tg.x_t.shape[0] == b
     np.testing.assert_array_equal(np.asarray(tg.d)[8:], 0.0)
     assert np.all(np.asarray(tg.d)[:8] > 0)
+
+
+def test_flow_rows_all_keeps_the_whole_batch_at_d0():
+    """flow_rows="all": every example gets a flow-matching row, the bootstrap rows come on top."""
+    b = 32
+    x1 = jnp.arange(b, dtype=jnp.float32)[:, None] * jnp.ones((1, 3)) * 1000.0
+    zero_model = lambda x, t, d, c: jnp.zeros_like(x)  # noqa: E731
+    cfg = shortcut.Config(bootstrap_fraction=0.25, M=4, flow_rows="all")
+    tg = shortcut.Shortcut(cfg).targets(jax.random.PRNGKey(0), {"x": x1, "cond": None}, zero_model, zero_model)
+    assert tg.x_t.shape[0] == b + 8 and tg.weight.shape == (b + 8,)
+    assert np.all(np.asarray(tg.d)[:8] > 0)
+    np.testing.assert_array_equal(np.asarray(tg.d)[8:], 0.0)
+    fm_examples = np.round(np.asarray(tg.v_target)[8:, 0] / 1000.0).astype(int)
+    assert fm_examples.tolist() == list(range(b))
+    # The bootstrap rows draw their own noise: x_t / t - x1 is the scaled noise, never the flow rows'.
+    flow_noise = np.asarray(x1 - tg.v_target[8:])[:8]
+    boot_x_t, boot_t = np.asarray(tg.x_t)[:8], np.asarray(tg.t)[:8]
+    keep = boot_t < 1
+    boot_noise = (boot_x_t - boot_t[:, None] * np.asarray(x1)[:8]) / (1 - boot_t)[:, None]
+    assert np.abs(flow_noise[keep] - boot_noise[keep]).min() > 1e-3
 
 
 def test_parts_use_independent_noise():
