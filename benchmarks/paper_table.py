@@ -50,6 +50,7 @@ class Method:
     key: str
     label: str
     overrides: tuple[str, ...]
+    by_default: bool = True  # run without --methods
 
 
 # The shortcut paper's reference settings, as its experiment configs pin them.
@@ -63,6 +64,11 @@ METHODS = [
     Method("meanflow_mse", "MeanFlow (squared error)", ("objective=meanflow", "objective.adaptive_p=0")),
     Method("improved_meanflow", "Improved MeanFlow", ("objective=improved_meanflow",)),
     Method("explicit_shortcut", "Explicit shortcut (ESC)", ("objective=explicit_shortcut",)),
+    # Variants of the two baselines, each one option away from its defaults.
+    Method("shortcut_logit_normal", "Shortcut, logit-normal t", ("objective=shortcut", "objective.t_sampling=logit_normal"), False),
+    Method("shortcut_flow_rows_all", "Shortcut, d = 0 on the whole batch", ("objective=shortcut", "objective.flow_rows=all"), False),
+    Method("flow_matching_logit_normal", "Flow matching, logit-normal t", ("objective=flow_matching", "objective.t_sampling=logit_normal"),
+           False),
     Method("consistency", "Consistency training", ("objective=consistency",)),
     Method("consistency_distillation", "Consistency distillation", ("objective=consistency_distillation",)),
     Method("progressive", "Progressive distillation", ("objective=progressive",)),
@@ -337,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--domain", choices=sorted(SETTINGS), required=True)
     parser.add_argument("--quick", action="store_true", help="tiny smoke setting (seconds per method)")
-    parser.add_argument("--methods", default=",".join(m.key for m in METHODS), help="comma-separated method keys")
+    parser.add_argument("--methods", default=",".join(m.key for m in METHODS if m.by_default), help="comma-separated method keys")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="extra config overrides for every method")
     parser.add_argument("--no-timing", action="store_true", help="skip the interleaved step-time phase")
