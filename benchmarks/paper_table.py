@@ -67,6 +67,8 @@ METHODS = [
     # Variants of the two baselines, each one option away from its defaults.
     Method("shortcut_logit_normal", "Shortcut, logit-normal t", ("objective=shortcut", "objective.t_sampling=logit_normal"), False),
     Method("shortcut_flow_rows_all", "Shortcut, d = 0 on the whole batch", ("objective=shortcut", "objective.flow_rows=all"), False),
+    Method("shortcut_flow_rows_all_sixteenth", "Shortcut, d = 0 on the whole batch, 1/16 bootstrap",
+           ("objective=shortcut", "objective.flow_rows=all", "objective.bootstrap_fraction=0.0625"), False),
     Method("flow_matching_logit_normal", "Flow matching, logit-normal t", ("objective=flow_matching", "objective.t_sampling=logit_normal"),
            False),
     Method("consistency", "Consistency training", ("objective=consistency",)),
