@@ -55,7 +55,8 @@ class Method:
 
 # The shortcut paper's reference settings, as its experiment configs pin them.
 PAPER_SHORTCUT = ("objective=shortcut", "objective.bootstrap_fraction=0.25", "objective.level_decay=1.0", "objective.bootstrap_ema=true",
-                  "objective.clip_intermediate=4.0", "objective.clip_target=4.0", "objective.flow_budget=128")
+                  "objective.clip_intermediate=4.0", "objective.clip_target=4.0", "objective.flow_budget=128",
+                  "objective.flow_rows=rest")
 METHODS = [
     Method("shortcut", "Shortcut", ("objective=shortcut",)),
     Method("shortcut_paper", "Shortcut (paper settings)", PAPER_SHORTCUT),
@@ -65,10 +66,10 @@ METHODS = [
     Method("improved_meanflow", "Improved MeanFlow", ("objective=improved_meanflow",)),
     Method("explicit_shortcut", "Explicit shortcut (ESC)", ("objective=explicit_shortcut",)),
     # Variants of the two baselines, each one option away from its defaults.
-    Method("shortcut_logit_normal", "Shortcut, logit-normal t", ("objective=shortcut", "objective.t_sampling=logit_normal"), False),
-    Method("shortcut_flow_rows_all", "Shortcut, d = 0 on the whole batch", ("objective=shortcut", "objective.flow_rows=all"), False),
-    Method("shortcut_flow_rows_all_sixteenth", "Shortcut, d = 0 on the whole batch, 1/16 bootstrap",
-           ("objective=shortcut", "objective.flow_rows=all", "objective.bootstrap_fraction=0.0625"), False),
+    Method("shortcut_flow_rows_rest", "Shortcut, disjoint parts (flow_rows=rest)", ("objective=shortcut", "objective.flow_rows=rest"), False),
+    Method("shortcut_logit_normal", "Shortcut, disjoint parts, logit-normal t",
+           ("objective=shortcut", "objective.flow_rows=rest", "objective.t_sampling=logit_normal"), False),
+    Method("shortcut_sixteenth", "Shortcut, 1/16 bootstrap", ("objective=shortcut", "objective.bootstrap_fraction=0.0625"), False),
     Method("flow_matching_logit_normal", "Flow matching, logit-normal t", ("objective=flow_matching", "objective.t_sampling=logit_normal"),
            False),
     Method("consistency", "Consistency training", ("objective=consistency",)),

@@ -18,8 +18,13 @@ Differences from the public reference code, each deliberate (tests cover them):
 - the coarse sizes get more examples (share of size 2^-j ~ ``level_decay``^j, 0.5 by
   default: half on d = 1), like the reference's ``bootstrap_dt_bias``: the coarse sizes
   are the hardest to fit and inherit the errors of every finer size below them;
-- the flow-matching and bootstrap parts use disjoint examples and independent keys (the
-  reference uses the first eighth twice and the last eighth never, with shared keys);
+- the flow-matching part takes the whole batch and the bootstrap rows come on top of it, with
+  their own noise, times and keys (``flow_rows="all"``; the reference splits the batch, uses the
+  first eighth twice and the last eighth never, with shared keys): the d = 0 velocity, which
+  serves every budget from ``flow_budget`` steps on, then sees as many examples per step as flow
+  matching's. On Fashion-MNIST that put every budget at or below flow matching's and every
+  budget below the split batch's, for about ``1 + bootstrap_fraction`` times the step compute
+  (``benchmarks/results/fmnist_variants.md``); ``flow_rows="rest"`` splits the batch instead;
 - the finest size is Heun's step on the d = 0 velocity at times of the flow-matching grid (the
   reference: two Euler steps of its flow-matching level, whose d it feeds as 1/128);
 - an eighth of each batch goes to self-consistency (the reference code's share; the paper
@@ -71,9 +76,9 @@ class Config(ComponentConfig):
     logit_mean: float = 0.4
     logit_std: float = 1.0
     bootstrap_cfg_scale: float = 1.0  # CFG baked into the finest bootstrap targets; 1 = none
-    flow_rows: str = "rest"  # examples of the flow-matching (d = 0) part: "rest", those the bootstrap part leaves
-    # (each step costs about as much as flow matching's); "all", the whole batch, the bootstrap rows on top of it
-    # (the d = 0 velocity sees as many examples as flow matching's; about 1 + bootstrap_fraction times the compute)
+    flow_rows: str = "all"  # examples of the flow-matching (d = 0) part: "all", the whole batch, the bootstrap
+    # rows on top of it (as many d = 0 examples as flow matching's; about 1 + bootstrap_fraction times its compute);
+    # "rest", those the bootstrap part leaves (a step costs about as much as flow matching's)
     flow_budget: Optional[int] = 16  # budgets of at least this many steps query d = 0 (plain Euler on the
     # instantaneous velocity, trained on every flow-matching row) instead of the fine sizes, which the
     # coarse-biased shares train least; the reference does so at 128; null: d = 1/n always

@@ -34,7 +34,7 @@ def test_bootstrap_target_of_oracle_is_oracle(t_sampling):
     Holds exactly for every level whose half steps query d > 0. The finest level (size 1/M)
     is Heun's step of size 1/M on the instantaneous velocity (d = 0); check it is exactly that.
     """
-    cfg = shortcut.Config(bootstrap_fraction=1.0, M=8, t_sampling=t_sampling)
+    cfg = shortcut.Config(flow_rows="rest", bootstrap_fraction=1.0, M=8, t_sampling=t_sampling)
     tg = shortcut.Shortcut(cfg).targets(jax.random.PRNGKey(1), gaussian_batch(jax.random.PRNGKey(2), 512), ORACLE, ORACLE)
     pred = ORACLE(tg.x_t, tg.t, tg.d, None)
     coarse = np.asarray(tg.d) > 1 / 8
@@ -146,7 +146,7 @@ def test_parts_use_disjoint_examples_and_cover_the_batch():
     b = 32
     x1 = jnp.arange(b, dtype=jnp.float32)[:, None] * jnp.ones((1, 3)) * 1000.0
     zero_model = lambda x, t, d, c: jnp.zeros_like(x)  # noqa: E731
-    cfg = shortcut.Config(bootstrap_fraction=0.25, M=4)
+    cfg = shortcut.Config(flow_rows="rest", bootstrap_fraction=0.25, M=4)
     tg = shortcut.Shortcut(cfg).targets(jax.random.PRNGKey(0), {"x": x1, "cond": None}, zero_model, zero_model)
     # x_t = (1-t) x0 + t x1 with |x0| ~ 1 identifies the source example (t > 0 except at t = 0).
     # Use the FM target v = x1 - x0 instead: it names the example for FM rows.
@@ -180,7 +180,7 @@ def test_flow_rows_all_keeps_the_whole_batch_at_d0():
 def test_parts_use_independent_noise():
     """Reference: the same noise key for both parts. Equal data rows must not get equal noise."""
     x1 = jnp.zeros((16, 3))
-    cfg = shortcut.Config(bootstrap_fraction=0.5, M=2, t_sampling="uniform")
+    cfg = shortcut.Config(flow_rows="rest", bootstrap_fraction=0.5, M=2, t_sampling="uniform")
     zero_model = lambda x, t, d, c: jnp.zeros_like(x)  # noqa: E731
     tg = shortcut.Shortcut(cfg).targets(jax.random.PRNGKey(0), {"x": x1, "cond": None}, zero_model, zero_model)
     noise_fm = -np.asarray(tg.v_target)[8:]  # v = x1 - x0 = -x0
@@ -210,7 +210,7 @@ def test_clipping_of_intermediate_and_target():
 
 
 def test_t_on_grid_of_target_step():
-    cfg = shortcut.Config(bootstrap_fraction=1.0, M=16, t_sampling="grid")
+    cfg = shortcut.Config(flow_rows="rest", bootstrap_fraction=1.0, M=16, t_sampling="grid")
     tg = shortcut.Shortcut(cfg).targets(jax.random.PRNGKey(0), gaussian_batch(jax.random.PRNGKey(0), 256), ORACLE, ORACLE)
     t, d = np.asarray(tg.t), np.asarray(tg.d)
     np.testing.assert_allclose(np.round(t / d) * d, t, atol=1e-6)
@@ -225,7 +225,7 @@ def test_bootstrap_cfg_baked_into_finest_level_only():
 
     x1 = jnp.zeros((32, 3))
     cond = jnp.arange(32, dtype=jnp.int32) % 10
-    cfg = shortcut.Config(bootstrap_fraction=1.0, M=4, bootstrap_cfg_scale=2.0)
+    cfg = shortcut.Config(flow_rows="rest", bootstrap_fraction=1.0, M=4, bootstrap_cfg_scale=2.0)
     tg = shortcut.Shortcut(cfg, ObjectiveContext(num_classes=10)).targets(jax.random.PRNGKey(0), {"x": x1, "cond": cond}, model, model)
     finest = np.asarray(tg.d) == 0.25
     v = np.asarray(tg.v_target)[:, 0]
