@@ -224,7 +224,8 @@ def shortcut_settings(row: dict[str, Any] | None) -> str:
     if row is None:
         return ""
     objective = row.get("objective", {})
-    return f"; shortcut level_decay {objective.get('level_decay', 1.0):g}, bootstrap_ema {objective.get('bootstrap_ema')}"
+    return (f"; shortcut level_decay {objective.get('level_decay', 1.0):g}, bootstrap_ema {objective.get('bootstrap_ema')}, "
+            f"flow_rows {objective.get('flow_rows', 'rest')}")
 
 
 def extra_scales(results: dict[str, Any]) -> list[float]:
