@@ -69,15 +69,17 @@ def ogbench_rows() -> list[str]:
     if not path.exists():
         return []
     results = json.loads(path.read_text())["results"]
-    lines = ["**OGBench manipulation, goal-conditioned** (success over OGBench's five evaluation tasks, one training seed, "
-             "deterministic / sampled; [ogbench.md](benchmarks/results/ogbench.md), which also gives the published GCBC):", "",
-             "| task | policy | 1 step | 4 steps | 128 steps |", "|---|---|---|---|---|"]
+    lines = ["**OGBench manipulation, goal-conditioned** (success over OGBench's five evaluation tasks, mean over the "
+             "training seeds, deterministic / sampled; [ogbench.md](benchmarks/results/ogbench.md), which also gives the "
+             "std and the published GCBC):", "",
+             "| task | policy | seeds | 1 step | 4 steps | 128 steps |", "|---|---|---|---|---|---|"]
     for task, entry in results.items():
         for method, row in entry["methods"].items():
             budgets = (1,) if method == "bc" else (1, 4, 128)
             cells = [f"{100 * row.get(f'success@{n}|noise=0', row[f'success@{n}']):.0f}% / {100 * row[f'success@{n}']:.0f}%"
                      if method != "bc" else f"{100 * row[f'success@{n}']:.0f}%" for n in budgets]
-            lines.append(f"| {task} | {method} | " + " | ".join(cells + ["–"] * (3 - len(cells))) + " |")
+            seeds = len(row.get("per_seed", {"0": None}))
+            lines.append(f"| {task} | {method} | {seeds} | " + " | ".join(cells + ["–"] * (3 - len(cells))) + " |")
     return lines + [""]
 
 
