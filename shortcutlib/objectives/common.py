@@ -139,20 +139,22 @@ def head_then_flow_matching(
     class_dropout: float,
     num_classes: int,
     logit_normal_params: tuple[float, float] | None = None,
+    flow_rows: str = "rest",
 ) -> Targets:
-    """``head(x1[:n_head], cond[:n_head])`` on the first examples, flow matching at d = 0 on the
-    rest: disjoint parts that together cover the batch (shortcut bootstrap, live reflow)."""
+    """``head(x1[:n_head], cond[:n_head])`` on the first examples, then flow matching at d = 0 on
+    the rest (``flow_rows="rest"``: disjoint parts that together cover the batch; shortcut
+    bootstrap, live reflow) or on the whole batch (``"all"``: the head's rows come on top)."""
     b = x1.shape[0]
+    start = n_head if flow_rows == "rest" else 0
     parts = []
     if n_head > 0:
         parts.append(head(x1[:n_head], take(cond, slice(0, n_head))))
-    if n_head < b:
-        rest = take(cond, slice(n_head, None))
+    if start < b:
         parts.append(
             flow_matching_part(
                 fm_key,
-                x1[n_head:],
-                rest,
+                x1[start:],
+                take(cond, slice(start, None)),
                 t_grid=t_grid,
                 class_dropout=class_dropout,
                 num_classes=num_classes,

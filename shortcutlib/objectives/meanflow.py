@@ -56,7 +56,8 @@ from shortcutlib.objectives.common import (
     broadcast_to_x,
     drop_labels,
     interpolate,
-    logit_normal,
+    logit_normal_params,
+    sample_t,
 )
 from shortcutlib.objectives.shortcut import bootstrap_size
 from shortcutlib.velocity import VelocityFn, null_cond
@@ -99,9 +100,7 @@ def meanflow_target(model: VelocityFn, z: jax.Array, t: jax.Array, d: jax.Array,
 
 
 def sample_times(key: jax.Array, b: int, cfg: Config) -> jax.Array:
-    if cfg.t_sampling == "uniform":
-        return jax.random.uniform(key, (b,))
-    return logit_normal(key, (b,), cfg.logit_mean, cfg.logit_std)
+    return sample_t(key, b, logit_normal_params=logit_normal_params(cfg))
 
 
 def sample_intervals(key: jax.Array, b: int, n_mean: int, cfg: Config, dtype: Any) -> tuple[jax.Array, jax.Array]:

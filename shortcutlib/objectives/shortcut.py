@@ -51,9 +51,7 @@ from shortcutlib.config import ComponentConfig, require, require_choice
 from shortcutlib.objectives.base import Objective, Targets
 from shortcutlib.objectives.common import (
     broadcast_to_x,
-    concat,
     drop_labels,
-    flow_matching_part,
     head_then_flow_matching,
     interpolate,
     logit_normal_params,
@@ -193,23 +191,20 @@ class Shortcut(Objective):
         x1, cond = batch["x"], batch.get("cond")
         k_fm, k_boot = jax.random.split(key)
         teacher = ema_model if cfg.bootstrap_ema else model
-        n_boot = bootstrap_size(x1.shape[0], cfg.bootstrap_fraction)
-
-        def boot(x1_head: jax.Array, cond_head: Any) -> Targets:
-            return bootstrap_part(k_boot, x1_head, cond_head, teacher, cfg, class_dropout=self.class_dropout, num_classes=self.num_classes)
-
-        flow_options = dict(
+        return head_then_flow_matching(
+            k_fm,
+            x1,
+            cond,
+            bootstrap_size(x1.shape[0], cfg.bootstrap_fraction),
+            lambda x1_head, cond_head: bootstrap_part(
+                k_boot, x1_head, cond_head, teacher, cfg, class_dropout=self.class_dropout, num_classes=self.num_classes
+            ),
             t_grid=cfg.M if cfg.t_sampling == "grid" else None,
             class_dropout=self.class_dropout,
             num_classes=self.num_classes,
             logit_normal_params=logit_normal_params(cfg),
+            flow_rows=cfg.flow_rows,
         )
-        if cfg.flow_rows == "rest":
-            return head_then_flow_matching(k_fm, x1, cond, n_boot, boot, **flow_options)
-        flow = flow_matching_part(k_fm, x1, cond, **flow_options)
-        if n_boot == 0:
-            return flow
-        return Targets(*concat([list(boot(x1[:n_boot], take(cond, slice(0, n_boot)))), list(flow)]))
 
     def query_sizes(self, num_steps: int) -> np.ndarray:
         """``d = 1/n`` for every step of a budget of n, or ``d = 0`` from ``flow_budget`` steps on.
