@@ -174,7 +174,7 @@ def combine_seeds(per_seed: dict[str, dict[str, float]], objective: dict[str, An
     numeric = [{k for k, v in m.items() if isinstance(v, (int, float)) and not isinstance(v, bool)} for m in per_seed.values()]
     shared = set.intersection(*numeric)
     row: dict[str, Any] = {}
-    for key in sorted(shared, key=lambda k: list(next(iter(per_seed.values()))).index(k)):
+    for key in (k for k in next(iter(per_seed.values())) if k in shared):  # the first seed's key order
         values = [m[key] for m in per_seed.values()]
         row[key] = float(sum(values)) if key in SUMMED else float(np.mean(values))
     return {**row, "objective": objective, "per_seed": {seed: per_seed[seed] for seed in sorted(per_seed, key=int)}}
@@ -340,11 +340,6 @@ def render(results: dict[str, Any], machine: str, name: str, not_run: dict[str, 
                 for k, v in r["methods"].items()
             )
             + f"). Run at {r['finished']}."
-            + "".join(
-                f" Rows {', '.join(LABELS[m] for m in group['methods'])} from an earlier run with the same settings: "
-                f"`python benchmarks/robot_policies.py {group['command']}` ({group['finished']})."
-                for group in r.get("kept_rows", [])
-            )
             + earlier_seeds(r)
         )
     goal_lines = [line for task in ordered(results) for line in goals(task, results[task]["methods"])]
@@ -477,17 +472,19 @@ def seed_records(row: dict[str, Any], entry: dict[str, Any], method: str) -> dic
 
 
 def earlier_seeds(entry: dict[str, Any]) -> str:
-    """The sentence naming the seeds of a task that an earlier run measured, by run."""
+    """The sentences naming the rows and seeds of a task that earlier runs measured, by run (rows
+    stored before seeds were recorded name theirs through ``kept_rows``)."""
     own = (entry.get("command"), entry.get("finished"))
     groups: dict[tuple[str, str], list[str]] = {}
     for method, row in entry["methods"].items():
+        records = seed_records(row, entry, method)
         by_origin: dict[tuple[str, str], list[str]] = {}
-        for seed, record in row.get("per_seed", {}).items():
+        for seed, record in records.items():
             origin = record.get("origin", {})
             by_origin.setdefault((origin.get("command"), origin.get("finished")), []).append(seed)
         for origin, seeds in by_origin.items():
             if origin != own and origin != (None, None):
-                whole = len(seeds) == len(row["per_seed"])
+                whole = len(seeds) == len(records)
                 groups.setdefault(origin, []).append(LABELS[method] + ("" if whole else f" seed {', '.join(seeds)}"))
     return "".join(
         f" Rows {', '.join(items)} from an earlier run with the same settings: `python benchmarks/robot_policies.py {command}` ({finished})."
