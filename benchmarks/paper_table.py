@@ -328,7 +328,7 @@ def write_report(results: list[RunResult], methods: list[str], domain: str, budg
         floor = stats(results, methods[0], f"{metric}_floor")
         if floor[2]:
             lines += [f"Floor (real data against the same reference, same sample size): {fmt(floor[0])}.", ""]
-    rows = [[BY_KEY[m].label, f"{ratios.get(m, float('nan')):.2f}x", f"{walls[m]:.0f}"] for m in methods]
+    rows = [[BY_KEY[m].label, f"{ratios[m]:.2f}x" if m in ratios else "– (not timed)", f"{walls[m]:.0f}"] for m in methods]
     lines += ["Training cost: step time relative to flow matching (one interleaved timing run, median of blocks) and wall time of "
               "the training run (mean over seeds).", "", markdown_table(["Method", "step time / FM", "train wall (s)"], rows), ""]
     lines += [f"![quality vs sampling steps]({png.name})", "", "Goals (computed):", "", *goals(results, methods, domain, ratios), ""]

@@ -35,3 +35,13 @@ def test_run_folders_change_with_any_resolved_setting():
     # The same override list over a different default (here spelled out) names another folder.
     assert settings_tag(base) != settings_tag([*base, "train.ema_decay=0.9"])
     assert settings_tag(base) == settings_tag([*base, "train.ema_decay=0.999"])  # the default itself: same settings
+
+
+def test_report_without_a_timing_phase_says_so(tmp_path):
+    from benchmarks.paper_table import write_report
+
+    results = runs("shortcut", [[0.1] * 8]) + runs("flow_matching", [[0.2] * 8])
+    md = write_report(results, ["flow_matching", "shortcut"], "toy2d", "quick", "cmd", [], {}, tmp_path, "t")
+    text = md.read_text()
+    assert "– (not timed)" in text and "nan" not in text
+    assert "step time / flow matching" not in text  # no step-time goal without a measured ratio
