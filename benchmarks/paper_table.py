@@ -72,6 +72,8 @@ METHODS = [
     Method("shortcut_sixteenth", "Shortcut, 1/16 bootstrap", ("objective=shortcut", "objective.bootstrap_fraction=0.0625"), False),
     Method("flow_matching_logit_normal", "Flow matching, logit-normal t", ("objective=flow_matching", "objective.t_sampling=logit_normal"),
            False),
+    Method("shortcut_adaptive", "Shortcut, adaptive weight (p = 1)", ("objective=shortcut", "objective.adaptive_p=1"), False),
+    Method("flow_matching_adaptive", "Flow matching, adaptive weight (p = 1)", ("objective=flow_matching", "objective.adaptive_p=1"), False),
     Method("consistency", "Consistency training", ("objective=consistency",)),
     Method("consistency_distillation", "Consistency distillation", ("objective=consistency_distillation",)),
     Method("progressive", "Progressive distillation", ("objective=progressive",)),

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from shortcutlib.config import ComponentConfig
+from shortcutlib.config import ComponentConfig, require
 from shortcutlib.velocity import VelocityFn
 
 
@@ -104,6 +104,11 @@ class Objective:
         return model(targets.x_t, targets.t, targets.d, targets.cond)
 
     def loss(self, model: VelocityFn, targets: Targets) -> jax.Array:
+        """The weighted squared error; objectives whose config sets ``adaptive_p`` > 0 weight each
+        example by MeanFlow's adaptive weight instead (see ``adaptive_loss``)."""
+        p = getattr(self.config, "adaptive_p", 0.0)
+        if p:
+            return adaptive_loss(self.predict(model, targets), targets.v_target, p, self.config.adaptive_c, targets.weight)
         return weighted_mse(self.predict(model, targets), targets)
 
     def adapt_backbone(self, backbone: nnx.Module, rngs: nnx.Rngs) -> nnx.Module:
@@ -164,6 +169,27 @@ def weighted_mse(pred: jax.Array, targets: Targets) -> jax.Array:
     err = jnp.square(pred.astype(jnp.float32) - jax.lax.stop_gradient(targets.v_target).astype(jnp.float32))
     per_example = err.reshape(err.shape[0], -1).mean(axis=1)
     return jnp.sum(per_example * targets.weight) / jnp.maximum(jnp.sum(targets.weight), 1e-8)
+
+
+def adaptive_loss(pred: jax.Array, target: jax.Array, p: float, c: float, weight: jax.Array | None = None) -> jax.Array:
+    """Weighted mean over examples of ``e / sg(e + c)^p``, e the example's summed squared error
+    (MeanFlow, Geng et al. 2025, Eq. 11); p = 0 is the summed squared error. With p = 1 each
+    example's gradient is that of ``log(e + c)`` and with p = 1/2 that of ``2 sqrt(e + c)`` (a
+    pseudo-Huber loss), so the minimiser leaves the mean of the targets for a median (p = 1/2) or
+    their modes (p = 1; benchmarks/results/meanflow_diagnosis.md)."""
+    err = jnp.square(pred.astype(jnp.float32) - jax.lax.stop_gradient(target).astype(jnp.float32))
+    per_example = err.reshape(err.shape[0], -1).sum(axis=1)
+    if p != 0:
+        per_example = per_example / jax.lax.stop_gradient(per_example + c) ** p
+    if weight is None:
+        return per_example.mean()
+    return jnp.sum(per_example * weight) / jnp.maximum(jnp.sum(weight), 1e-8)
+
+
+def require_adaptive_weight(config: Any) -> None:
+    """One-line errors for an ``adaptive_p`` / ``adaptive_c`` pair (see ``adaptive_loss``)."""
+    require(config.adaptive_p >= 0, "adaptive_p", config.adaptive_p, "must be >= 0 (0: plain squared error; MeanFlow uses 1).")
+    require(config.adaptive_c > 0, "adaptive_c", config.adaptive_c, "must be > 0 (MeanFlow uses 0.01).")
 
 
 def split_steps(total: int, teacher_fraction: float, num_students: int) -> tuple[int, list[int]]:

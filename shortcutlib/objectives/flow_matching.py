@@ -9,7 +9,7 @@ import jax
 import numpy as np
 
 from shortcutlib.config import ComponentConfig, require_choice
-from shortcutlib.objectives.base import Objective, Targets
+from shortcutlib.objectives.base import Objective, Targets, require_adaptive_weight
 from shortcutlib.objectives.common import flow_matching_part, logit_normal_params
 from shortcutlib.velocity import VelocityFn
 
@@ -20,9 +20,12 @@ class Config(ComponentConfig):
     M: int = 128  # grid resolution when t_sampling == "grid"
     logit_mean: float = 0.4  # logit-normal location and scale when t_sampling == "logit_normal"
     logit_std: float = 1.0  # (MeanFlow's defaults, in this library's time: data at t = 1)
+    adaptive_p: float = 0.0  # MeanFlow's adaptive loss weight power (base.adaptive_loss); 0: squared error
+    adaptive_c: float = 0.01
 
     def __post_init__(self) -> None:
         require_choice("t_sampling", self.t_sampling, ("uniform", "grid", "logit_normal"))
+        require_adaptive_weight(self)
 
 
 class FlowMatching(Objective):

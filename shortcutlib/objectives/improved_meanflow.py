@@ -39,13 +39,15 @@ from flax import nnx
 from shortcutlib.config import ComponentConfig, require, require_choice
 from shortcutlib.nn.embeddings import set_embedding_scales
 from shortcutlib.nn.guidance import GUIDANCE_KEY, add_guidance_input
-from shortcutlib.objectives.base import Objective, SamplePlan, Targets
-from shortcutlib.objectives.common import broadcast_to_x, drop_labels, interpolate
-from shortcutlib.objectives.meanflow import (
+from shortcutlib.objectives.base import (
+    Objective,
+    SamplePlan,
+    Targets,
     adaptive_loss,
-    compound_prediction,
-    sample_intervals,
+    require_adaptive_weight,
 )
+from shortcutlib.objectives.common import broadcast_to_x, drop_labels, interpolate
+from shortcutlib.objectives.meanflow import compound_prediction, sample_intervals
 from shortcutlib.objectives.shortcut import bootstrap_size
 from shortcutlib.velocity import VelocityFn
 
@@ -66,6 +68,7 @@ class Config(ComponentConfig):
     def __post_init__(self) -> None:
         require(0.0 <= self.mean_fraction <= 1.0, "mean_fraction", self.mean_fraction, "must be in [0, 1].")
         require_choice("t_sampling", self.t_sampling, ("uniform", "logit_normal"))
+        require_adaptive_weight(self)
         require(self.guidance_max >= 1.0, "guidance_max", self.guidance_max, "must be at least 1 (1: no guidance input).")
         require(len(self.sample_interval) == 2, "sample_interval", self.sample_interval, "must be [t_low, t_high].")
 

@@ -51,7 +51,12 @@ from flax import nnx
 
 from shortcutlib.config import ComponentConfig, require, require_choice
 from shortcutlib.nn.embeddings import set_embedding_scales
-from shortcutlib.objectives.base import Objective, Targets
+from shortcutlib.objectives.base import (
+    Objective,
+    Targets,
+    adaptive_loss,
+    require_adaptive_weight,
+)
 from shortcutlib.objectives.common import (
     broadcast_to_x,
     drop_labels,
@@ -79,7 +84,7 @@ class Config(ComponentConfig):
     def __post_init__(self) -> None:
         require(0.0 <= self.mean_fraction <= 1.0, "mean_fraction", self.mean_fraction, "must be in [0, 1].")
         require_choice("t_sampling", self.t_sampling, ("uniform", "logit_normal"))
-        require(self.adaptive_p >= 0 and self.adaptive_c > 0, "adaptive_c", self.adaptive_c, "p must be >= 0 and c > 0.")
+        require_adaptive_weight(self)
         require(self.guidance_kappa < 1.0, "guidance_kappa", self.guidance_kappa, "must be below 1.")
         require(len(self.guidance_interval) == 2, "guidance_interval", self.guidance_interval, "must be [t_low, t_high].")
 
@@ -109,15 +114,6 @@ def sample_intervals(key: jax.Array, b: int, n_mean: int, cfg: Config, dtype: An
     t, end = jnp.min(ends, axis=0), jnp.max(ends, axis=0)
     mean_rows = jnp.arange(b) < n_mean
     return jnp.where(mean_rows, t, ends[0]), jnp.where(mean_rows, end - t, 0.0)
-
-
-def adaptive_loss(pred: jax.Array, target: jax.Array, p: float, c: float) -> jax.Array:
-    """Mean over examples of ``e / sg(e + c)^p``, e the example's summed squared error (Eq. 11)."""
-    err = jnp.square(pred.astype(jnp.float32) - jax.lax.stop_gradient(target).astype(jnp.float32))
-    per_example = err.reshape(err.shape[0], -1).sum(axis=1)
-    if p == 0:
-        return per_example.mean()
-    return jnp.mean(per_example / jax.lax.stop_gradient(per_example + c) ** p)
 
 
 def compound_prediction(model: VelocityFn, targets: Targets) -> jax.Array:

@@ -48,7 +48,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from shortcutlib.config import ComponentConfig, require, require_choice
-from shortcutlib.objectives.base import Objective, Targets
+from shortcutlib.objectives.base import Objective, Targets, require_adaptive_weight
 from shortcutlib.objectives.common import (
     broadcast_to_x,
     drop_labels,
@@ -81,6 +81,8 @@ class Config(ComponentConfig):
     flow_budget: Optional[int] = 16  # budgets of at least this many steps query d = 0 (plain Euler on the
     # instantaneous velocity, trained on every flow-matching row) instead of the fine sizes, which the
     # coarse-biased shares train least; the reference does so at 128; null: d = 1/n always
+    adaptive_p: float = 0.0  # MeanFlow's adaptive loss weight power on every row (base.adaptive_loss); 0: squared error
+    adaptive_c: float = 0.01
 
     def __post_init__(self) -> None:
         require(0.0 <= self.bootstrap_fraction <= 1.0, "bootstrap_fraction", self.bootstrap_fraction, "must be in [0, 1].")
@@ -89,6 +91,7 @@ class Config(ComponentConfig):
         require_choice("t_sampling", self.t_sampling, ("grid", "uniform", "logit_normal"))
         require_choice("flow_rows", self.flow_rows, ("rest", "all"))
         require(self.flow_budget is None or self.flow_budget >= 1, "flow_budget", self.flow_budget, "must be at least 1, or null.")
+        require_adaptive_weight(self)
 
 
 def num_levels(M: int) -> int:

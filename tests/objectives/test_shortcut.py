@@ -315,3 +315,38 @@ def test_every_budget_on_the_gaussian_oracle(flow_budget):
         assert 1e-4 < errors[200] < errors[128] < 0.05
         euler = FlowMatching().sample_plan(128)
         np.testing.assert_allclose(euler_sample(ORACLE, x0, objective.sample_plan(128)), euler_sample(ORACLE, x0, euler))
+
+
+def test_adaptive_weight_gradient_is_that_of_log_error():
+    """p = 1: the gradient of e / sg(e + c) is that of log(e + c); p = 1/2: that of 2 sqrt(e + c)."""
+    from shortcutlib.objectives.base import adaptive_loss
+
+    pred, target = jax.random.normal(jax.random.PRNGKey(0), (6, 3)), jax.random.normal(jax.random.PRNGKey(1), (6, 3))
+    weight = jnp.array([1.0, 0.0, 2.0, 1.0, 0.5, 1.0])
+
+    def err(p):
+        return jnp.sum((p - target) ** 2, axis=1)
+
+    for power, potential in ((1.0, lambda e: jnp.log(e + 0.01)), (0.5, lambda e: 2 * jnp.sqrt(e + 0.01))):
+        ours = jax.grad(lambda p: adaptive_loss(p, target, power, 0.01, weight))(pred)
+        expected = jax.grad(lambda p: jnp.sum(weight * potential(err(p))) / jnp.sum(weight))(pred)
+        np.testing.assert_allclose(ours, expected, rtol=1e-5, atol=1e-7)
+    assert np.all(np.asarray(jax.grad(lambda p: adaptive_loss(p, target, 1.0, 0.01, weight))(pred))[1] == 0)  # weight 0: no gradient
+
+
+def test_adaptive_weight_option_of_flow_matching_and_shortcut():
+    """adaptive_p = 0 (default) is the weighted MSE as before; p > 0 is the adaptive loss on the same targets."""
+    from shortcutlib.config import ConfigError
+    from shortcutlib.objectives.base import adaptive_loss
+
+    x = gaussian_batch(jax.random.PRNGKey(4), 64)
+    model = lambda x_t, t, d, cond: 0.5 * x_t  # noqa: E731
+    for make, module in ((FlowMatching, flow_matching), (Shortcut, shortcut)):
+        plain, adaptive = make(module.Config()), make(module.Config(adaptive_p=1.0))
+        tg = plain.targets(jax.random.PRNGKey(3), x, model, model)
+        pred = model(tg.x_t, tg.t, tg.d, None)
+        np.testing.assert_allclose(plain.loss(model, tg), weighted_mse(pred, tg), rtol=1e-6)
+        np.testing.assert_allclose(adaptive.loss(model, tg), adaptive_loss(pred, tg.v_target, 1.0, 0.01, tg.weight), rtol=1e-6)
+        assert 0.5 < float(adaptive.loss(model, tg)) < 1.0  # e / (e + c) < 1 per row, near 1 where e >> c
+        with pytest.raises(ConfigError, match="adaptive_p=-1"):
+            module.Config(adaptive_p=-1)
