@@ -81,8 +81,11 @@ class Config(ComponentConfig):
     flow_budget: Optional[int] = 16  # budgets of at least this many steps query d = 0 (plain Euler on the
     # instantaneous velocity, trained on every flow-matching row) instead of the fine sizes, which the
     # coarse-biased shares train least; the reference does so at 128; null: d = 1/n always
-    adaptive_p: float = 0.0  # MeanFlow's adaptive loss weight power on every row (base.adaptive_loss); 0: squared error
+    adaptive_p: float = 0.0  # MeanFlow's adaptive loss weight power (base.adaptive_loss); 0: squared error
     adaptive_c: float = 0.01
+    adaptive_rows: str = "flow"  # "flow": per-example weights on the d = 0 rows only, the bootstrap rows share
+    # their mean weight (their targets are the model's own, so their errors can shrink without fitting the data,
+    # and a per-example weight up-weights exactly those rows); "all": per-example weights on every row
 
     def __post_init__(self) -> None:
         require(0.0 <= self.bootstrap_fraction <= 1.0, "bootstrap_fraction", self.bootstrap_fraction, "must be in [0, 1].")
@@ -92,6 +95,7 @@ class Config(ComponentConfig):
         require_choice("flow_rows", self.flow_rows, ("rest", "all"))
         require(self.flow_budget is None or self.flow_budget >= 1, "flow_budget", self.flow_budget, "must be at least 1, or null.")
         require_adaptive_weight(self)
+        require_choice("adaptive_rows", self.adaptive_rows, ("flow", "all"))
 
 
 def num_levels(M: int) -> int:
@@ -184,8 +188,27 @@ def bootstrap_part(
     )
 
 
+def flow_rows_adaptive_loss(pred: jax.Array, targets: Targets, p: float, c: float) -> jax.Array:
+    """``base.adaptive_loss`` with per-example weights ``1 / sg(e + c)^p`` on the d = 0 rows; every
+    bootstrap row is divided by the mean of those weights' denominators instead of its own."""
+    err = jnp.square(pred.astype(jnp.float32) - jax.lax.stop_gradient(targets.v_target).astype(jnp.float32))
+    e = err.reshape(err.shape[0], -1).sum(axis=1)
+    norm = jax.lax.stop_gradient(e + c) ** p
+    flow = targets.d == 0
+    count = jnp.sum(flow)
+    shared = jnp.where(count > 0, jnp.sum(jnp.where(flow, norm, 0.0)) / jnp.maximum(count, 1), jnp.mean(norm))
+    per_example = e / jnp.where(flow, norm, shared)
+    return jnp.sum(per_example * targets.weight) / jnp.maximum(jnp.sum(targets.weight), 1e-8)
+
+
 class Shortcut(Objective):
     Config = Config
+
+    def loss(self, model: VelocityFn, targets: Targets) -> jax.Array:
+        cfg = self.config
+        if cfg.adaptive_p and cfg.adaptive_rows == "flow":
+            return flow_rows_adaptive_loss(self.predict(model, targets), targets, cfg.adaptive_p, cfg.adaptive_c)
+        return super().loss(model, targets)
 
     def targets(self, key: jax.Array, batch: dict[str, Any], model: VelocityFn, ema_model: VelocityFn, **_: Any) -> Targets:
         """Bootstrap targets on the first examples; flow matching on the rest (disjoint), or with

@@ -341,8 +341,8 @@ def test_adaptive_weight_option_of_flow_matching_and_shortcut():
 
     x = gaussian_batch(jax.random.PRNGKey(4), 64)
     model = lambda x_t, t, d, cond: 0.5 * x_t  # noqa: E731
-    for make, module in ((FlowMatching, flow_matching), (Shortcut, shortcut)):
-        plain, adaptive = make(module.Config()), make(module.Config(adaptive_p=1.0))
+    for make, module, extra in ((FlowMatching, flow_matching, {}), (Shortcut, shortcut, {"adaptive_rows": "all"})):
+        plain, adaptive = make(module.Config()), make(module.Config(adaptive_p=1.0, **extra))
         tg = plain.targets(jax.random.PRNGKey(3), x, model, model)
         pred = model(tg.x_t, tg.t, tg.d, None)
         np.testing.assert_allclose(plain.loss(model, tg), weighted_mse(pred, tg), rtol=1e-6)
@@ -350,3 +350,18 @@ def test_adaptive_weight_option_of_flow_matching_and_shortcut():
         assert 0.5 < float(adaptive.loss(model, tg)) < 1.0  # e / (e + c) < 1 per row, near 1 where e >> c
         with pytest.raises(ConfigError, match="adaptive_p=-1"):
             module.Config(adaptive_p=-1)
+
+
+def test_shortcut_adaptive_weight_on_the_flow_rows_only():
+    """adaptive_rows="flow": d = 0 rows get e / sg(e + c); bootstrap rows e / mean over d = 0 rows of sg(e + c)."""
+    from shortcutlib.objectives.base import adaptive_loss
+
+    v, pred = jnp.zeros((4, 2)), jnp.array([[1.0, 0.0], [2.0, 0.0], [0.1, 0.0], [3.0, 0.0]])
+    tg = Targets(v, jnp.zeros(4), jnp.array([0.0, 0.0, 0.25, 0.5]), None, v, jnp.ones(4))
+    e = np.array([1.0, 4.0, 0.01, 9.0])
+    shared = (1.01 + 4.01) / 2
+    expected = np.mean([1.0 / 1.01, 4.0 / 4.01, 0.01 / shared, 9.0 / shared])
+    np.testing.assert_allclose(shortcut.flow_rows_adaptive_loss(pred, tg, 1.0, 0.01), expected, rtol=1e-6)
+    # every row its own weight (adaptive_rows="all") is base.adaptive_loss
+    np.testing.assert_allclose(adaptive_loss(pred, v, 1.0, 0.01, tg.weight), np.mean(e / (e + 0.01)), rtol=1e-6)
+    assert Shortcut(shortcut.Config(adaptive_p=1.0)).loss(lambda *a: pred, tg) == shortcut.flow_rows_adaptive_loss(pred, tg, 1.0, 0.01)
