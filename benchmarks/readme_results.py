@@ -89,6 +89,7 @@ def section() -> str:
         table_rows("paper_table_digits", "8x8 digits", "Fréchet distance, digit classifier"),
         table_rows("fmnist", "Fashion-MNIST", "Fréchet distance, Fashion-MNIST classifier"),
         table_rows("fmnist_three_seeds", "Fashion-MNIST, shortcut against flow matching", "Fréchet distance, Fashion-MNIST classifier"),
+        table_rows("fmnist_adaptive", "Fashion-MNIST, MeanFlow's adaptive loss weight", "Fréchet distance, Fashion-MNIST classifier"),
         ogbench_rows(),
         latency_rows(),
     ]
