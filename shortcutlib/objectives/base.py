@@ -171,16 +171,24 @@ def weighted_mse(pred: jax.Array, targets: Targets) -> jax.Array:
     return jnp.sum(per_example * targets.weight) / jnp.maximum(jnp.sum(targets.weight), 1e-8)
 
 
-def adaptive_loss(pred: jax.Array, target: jax.Array, p: float, c: float, weight: jax.Array | None = None) -> jax.Array:
+def adaptive_loss(
+    pred: jax.Array, target: jax.Array, p: float, c: float, weight: jax.Array | None = None, shared: jax.Array | None = None
+) -> jax.Array:
     """Weighted mean over examples of ``e / sg(e + c)^p``, e the example's summed squared error
     (MeanFlow, Geng et al. 2025, Eq. 11); p = 0 is the summed squared error. With p = 1 each
     example's gradient is that of ``log(e + c)`` and with p = 1/2 that of ``2 sqrt(e + c)`` (a
     pseudo-Huber loss), so the minimiser leaves the mean of the targets for a median (p = 1/2) or
-    their modes (p = 1; benchmarks/results/meanflow_diagnosis.md)."""
+    their modes (p = 1; benchmarks/results/meanflow_diagnosis.md). Rows where the boolean mask
+    ``shared`` is set divide by the mean ``sg(e + c)^p`` of the other rows instead of their own."""
     err = jnp.square(pred.astype(jnp.float32) - jax.lax.stop_gradient(target).astype(jnp.float32))
     per_example = err.reshape(err.shape[0], -1).sum(axis=1)
     if p != 0:
-        per_example = per_example / jax.lax.stop_gradient(per_example + c) ** p
+        norm = jax.lax.stop_gradient(per_example + c) ** p
+        if shared is not None:
+            own = jnp.sum(~shared)
+            pooled = jnp.where(own > 0, jnp.sum(jnp.where(shared, 0.0, norm)) / jnp.maximum(own, 1), jnp.mean(norm))
+            norm = jnp.where(shared, pooled, norm)
+        per_example = per_example / norm
     if weight is None:
         return per_example.mean()
     return jnp.sum(per_example * weight) / jnp.maximum(jnp.sum(weight), 1e-8)

@@ -48,7 +48,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from shortcutlib.config import ComponentConfig, require, require_choice
-from shortcutlib.objectives.base import Objective, Targets, require_adaptive_weight
+from shortcutlib.objectives.base import (
+    Objective,
+    Targets,
+    adaptive_loss,
+    require_adaptive_weight,
+)
 from shortcutlib.objectives.common import (
     broadcast_to_x,
     drop_labels,
@@ -188,26 +193,14 @@ def bootstrap_part(
     )
 
 
-def flow_rows_adaptive_loss(pred: jax.Array, targets: Targets, p: float, c: float) -> jax.Array:
-    """``base.adaptive_loss`` with per-example weights ``1 / sg(e + c)^p`` on the d = 0 rows; every
-    bootstrap row is divided by the mean of those weights' denominators instead of its own."""
-    err = jnp.square(pred.astype(jnp.float32) - jax.lax.stop_gradient(targets.v_target).astype(jnp.float32))
-    e = err.reshape(err.shape[0], -1).sum(axis=1)
-    norm = jax.lax.stop_gradient(e + c) ** p
-    flow = targets.d == 0
-    count = jnp.sum(flow)
-    shared = jnp.where(count > 0, jnp.sum(jnp.where(flow, norm, 0.0)) / jnp.maximum(count, 1), jnp.mean(norm))
-    per_example = e / jnp.where(flow, norm, shared)
-    return jnp.sum(per_example * targets.weight) / jnp.maximum(jnp.sum(targets.weight), 1e-8)
-
-
 class Shortcut(Objective):
     Config = Config
 
     def loss(self, model: VelocityFn, targets: Targets) -> jax.Array:
         cfg = self.config
-        if cfg.adaptive_p and cfg.adaptive_rows == "flow":
-            return flow_rows_adaptive_loss(self.predict(model, targets), targets, cfg.adaptive_p, cfg.adaptive_c)
+        if cfg.adaptive_p and cfg.adaptive_rows == "flow":  # bootstrap rows (d > 0) share the d = 0 rows' mean weight
+            return adaptive_loss(self.predict(model, targets), targets.v_target, cfg.adaptive_p, cfg.adaptive_c, targets.weight,
+                                 shared=targets.d > 0)
         return super().loss(model, targets)
 
     def targets(self, key: jax.Array, batch: dict[str, Any], model: VelocityFn, ema_model: VelocityFn, **_: Any) -> Targets:

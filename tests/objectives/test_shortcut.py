@@ -361,7 +361,7 @@ def test_shortcut_adaptive_weight_on_the_flow_rows_only():
     e = np.array([1.0, 4.0, 0.01, 9.0])
     shared = (1.01 + 4.01) / 2
     expected = np.mean([1.0 / 1.01, 4.0 / 4.01, 0.01 / shared, 9.0 / shared])
-    np.testing.assert_allclose(shortcut.flow_rows_adaptive_loss(pred, tg, 1.0, 0.01), expected, rtol=1e-6)
+    np.testing.assert_allclose(adaptive_loss(pred, v, 1.0, 0.01, tg.weight, shared=tg.d > 0), expected, rtol=1e-6)
     # every row its own weight (adaptive_rows="all") is base.adaptive_loss
     np.testing.assert_allclose(adaptive_loss(pred, v, 1.0, 0.01, tg.weight), np.mean(e / (e + 0.01)), rtol=1e-6)
-    assert Shortcut(shortcut.Config(adaptive_p=1.0)).loss(lambda *a: pred, tg) == shortcut.flow_rows_adaptive_loss(pred, tg, 1.0, 0.01)
+    assert Shortcut(shortcut.Config(adaptive_p=1.0)).loss(lambda *a: pred, tg) == adaptive_loss(pred, v, 1.0, 0.01, tg.weight, shared=tg.d > 0)
