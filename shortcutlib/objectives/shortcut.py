@@ -22,10 +22,11 @@ Differences from the public reference code, each deliberate (tests cover them):
   their own noise, times and keys (``flow_rows="all"``; the reference splits the batch, uses the
   first eighth twice and the last eighth never, with shared keys): the d = 0 velocity, which
   serves every budget from ``flow_budget`` steps on, then sees as many examples per step as flow
-  matching's. On Fashion-MNIST and on digits (ten seeds) that put every budget at or below flow
-  matching's and below the split batch's from 2 steps on, for about ``1 + bootstrap_fraction``
-  times the step compute (``benchmarks/results/fmnist_variants.md``,
-  ``paper_table_digits_ten_seeds.md``); ``flow_rows="rest"`` splits the batch instead;
+  matching's. On digits (ten seeds) that put every budget at or below flow matching's and below
+  the split batch's from 2 steps on, and on Fashion-MNIST (three seeds) within seed noise of flow
+  matching from 16 steps on, for about ``1 + bootstrap_fraction`` times the step compute
+  (``benchmarks/results/paper_table_digits_ten_seeds.md``, ``fmnist_three_seeds.md``,
+  ``fmnist_variants.md``); ``flow_rows="rest"`` splits the batch instead;
 - the finest size is Heun's step on the d = 0 velocity at times of the flow-matching grid (the
   reference: two Euler steps of its flow-matching level, whose d it feeds as 1/128);
 - an eighth of each batch goes to self-consistency (the reference code's share; the paper
