@@ -87,6 +87,8 @@ def section() -> str:
     blocks = [
         table_rows("paper_table_toy2d", "2-D ring", "sliced W2 to data"),
         table_rows("paper_table_digits", "8x8 digits", "Fréchet distance, digit classifier"),
+        table_rows("paper_table_digits_older", "8x8 digits, older comparison methods", "Fréchet distance, digit classifier",
+                   ["consistency", "consistency_distillation", "progressive", "reflow", "reflow_two_stage"]),
         table_rows("fmnist", "Fashion-MNIST", "Fréchet distance, Fashion-MNIST classifier"),
         table_rows("fmnist_three_seeds", "Fashion-MNIST, shortcut against flow matching", "Fréchet distance, Fashion-MNIST classifier"),
         table_rows("fmnist_adaptive", "Fashion-MNIST, MeanFlow's adaptive loss weight", "Fréchet distance, Fashion-MNIST classifier"),
