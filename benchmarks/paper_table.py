@@ -70,6 +70,7 @@ METHODS = [
     Method("shortcut_logit_normal", "Shortcut, disjoint parts, logit-normal t",
            ("objective=shortcut", "objective.flow_rows=rest", "objective.t_sampling=logit_normal"), False),
     Method("shortcut_sixteenth", "Shortcut, 1/16 bootstrap", ("objective=shortcut", "objective.bootstrap_fraction=0.0625"), False),
+    Method("shortcut_quarter", "Shortcut, 1/4 bootstrap", ("objective=shortcut", "objective.bootstrap_fraction=0.25"), False),
     Method("flow_matching_logit_normal", "Flow matching, logit-normal t", ("objective=flow_matching", "objective.t_sampling=logit_normal"),
            False),
     Method("shortcut_adaptive", "Shortcut, adaptive weight (p = 1) on the d = 0 rows", ("objective=shortcut", "objective.adaptive_p=1"), False),
