@@ -30,7 +30,8 @@ Differences from the public reference code, each deliberate (tests cover them):
 - the finest size is Heun's step on the d = 0 velocity at times of the flow-matching grid (the
   reference: two Euler steps of its flow-matching level, whose d it feeds as 1/128);
 - an eighth of each batch goes to self-consistency (the reference code's share; the paper
-  text says a quarter), and budgets of ``flow_budget`` (16) steps or more are served by the d = 0
+  text says a quarter; a sixteenth is cheaper and better from 2 steps on the ring and digits
+  but worse at few steps on Fashion-MNIST, ``benchmarks/results/*bootstrap_share.md``), and budgets of ``flow_budget`` (16) steps or more are served by the d = 0
   velocity (the reference does so at 128): from 16 steps on, Euler on the d = 0 velocity beat the
   d = 1/n queries on digits and Fashion-MNIST (``benchmarks/results/paper_table_digits.md``).
 The other defaults were chosen one at a time on the 2-D ring over three seeds; ``benchmarks/sweep.py``
