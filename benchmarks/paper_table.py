@@ -77,6 +77,8 @@ METHODS = [
     Method("shortcut_adaptive_all_rows", "Shortcut, adaptive weight (p = 1) on every row",
            ("objective=shortcut", "objective.adaptive_p=1", "objective.adaptive_rows=all"), False),
     Method("flow_matching_adaptive", "Flow matching, adaptive weight (p = 1)", ("objective=flow_matching", "objective.adaptive_p=1"), False),
+    Method("shortcut_adaptive_shortcut_queries", "Shortcut, adaptive weight (p = 1), d = 1/n at every budget",
+           ("objective=shortcut", "objective.adaptive_p=1", "objective.flow_budget=null"), False),
     Method("consistency", "Consistency training", ("objective=consistency",)),
     Method("consistency_distillation", "Consistency distillation", ("objective=consistency_distillation",)),
     Method("progressive", "Progressive distillation", ("objective=progressive",)),
