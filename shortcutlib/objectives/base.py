@@ -108,8 +108,13 @@ class Objective:
         example by MeanFlow's adaptive weight instead (see ``adaptive_loss``)."""
         p = getattr(self.config, "adaptive_p", 0.0)
         if p:
-            return adaptive_loss(self.predict(model, targets), targets.v_target, p, self.config.adaptive_c, targets.weight)
+            return adaptive_loss(self.predict(model, targets), targets.v_target, p, self.config.adaptive_c, targets.weight,
+                                 shared=self.adaptive_shared_rows(targets))
         return weighted_mse(self.predict(model, targets), targets)
+
+    def adaptive_shared_rows(self, targets: Targets) -> jax.Array | None:
+        """Rows that take the mean adaptive weight of the others (``adaptive_loss``'s ``shared``); none by default."""
+        return None
 
     def adapt_backbone(self, backbone: nnx.Module, rngs: nnx.Rngs) -> nnx.Module:
         """The network this objective trains; by default the backbone as built (an objective may add

@@ -31,9 +31,10 @@ Differences from the public reference code, each deliberate (tests cover them):
   reference: two Euler steps of its flow-matching level, whose d it feeds as 1/128);
 - an eighth of each batch goes to self-consistency (the reference code's share; the paper
   text says a quarter; a sixteenth is cheaper and better from 2 steps on the ring and digits
-  but worse at few steps on Fashion-MNIST, ``benchmarks/results/*bootstrap_share.md``), and budgets of ``flow_budget`` (16) steps or more are served by the d = 0
-  velocity (the reference does so at 128): from 16 steps on, Euler on the d = 0 velocity beat the
-  d = 1/n queries on digits and Fashion-MNIST (``benchmarks/results/paper_table_digits.md``).
+  but worse at few steps on Fashion-MNIST, ``benchmarks/results/*bootstrap_share.md``), and
+  budgets of ``flow_budget`` (16) steps or more are served by the d = 0 velocity (the reference
+  does so at 128): from 16 steps on, Euler on the d = 0 velocity beat the d = 1/n queries on
+  digits and Fashion-MNIST (``benchmarks/results/paper_table_digits.md``).
 The other defaults were chosen one at a time on the 2-D ring over three seeds; ``benchmarks/sweep.py``
 reruns such a comparison (its docstring has the command) and the paper tables
 (``benchmarks/results/paper_table_*.md``) set them against the paper's settings at every budget.
@@ -53,7 +54,6 @@ from shortcutlib.config import ComponentConfig, require, require_choice
 from shortcutlib.objectives.base import (
     Objective,
     Targets,
-    adaptive_loss,
     require_adaptive_weight,
 )
 from shortcutlib.objectives.common import (
@@ -198,12 +198,9 @@ def bootstrap_part(
 class Shortcut(Objective):
     Config = Config
 
-    def loss(self, model: VelocityFn, targets: Targets) -> jax.Array:
-        cfg = self.config
-        if cfg.adaptive_p and cfg.adaptive_rows == "flow":  # bootstrap rows (d > 0) share the d = 0 rows' mean weight
-            return adaptive_loss(self.predict(model, targets), targets.v_target, cfg.adaptive_p, cfg.adaptive_c, targets.weight,
-                                 shared=targets.d > 0)
-        return super().loss(model, targets)
+    def adaptive_shared_rows(self, targets: Targets) -> Optional[jax.Array]:
+        """With ``adaptive_rows="flow"`` the bootstrap rows (d > 0) share the d = 0 rows' mean weight."""
+        return targets.d > 0 if self.config.adaptive_rows == "flow" else None
 
     def targets(self, key: jax.Array, batch: dict[str, Any], model: VelocityFn, ema_model: VelocityFn, **_: Any) -> Targets:
         """Bootstrap targets on the first examples; flow matching on the rest (disjoint), or with
