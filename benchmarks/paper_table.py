@@ -13,7 +13,9 @@ Tables give the mean and standard deviation over seeds. Training step time is me
 methods in one interleaved timing phase (same batches, blocks of steps in turn, median ratio to flow
 matching), so machine noise hits every method alike. The goals of the results are computed in the
 file. A finished (method, seed) run is reused when the command is repeated with the same settings;
-``--fresh`` retrains. Writes ``benchmarks/results/paper_table_<domain>.{md,json,png}``.
+``--fresh`` retrains. A sampling-only row trains nothing: it samples another row's final weights with
+sampler settings of its own (such as ``objective.flow_budget``).
+Writes ``benchmarks/results/paper_table_<domain>.{md,json,png}``.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import numpy as np
 
 from benchmarks.common import compose_config, fmt, machine_description, markdown_table
 from benchmarks.timing import interleaved_step_times, median_ratio
+from shortcutlib.api import load
 from shortcutlib.config import as_dict
 from shortcutlib.inference import make_sample_fn
 from shortcutlib.objectives import reflow
@@ -51,6 +54,10 @@ class Method:
     label: str
     overrides: tuple[str, ...]
     by_default: bool = True  # run without --methods
+    # A sampling-only row: the weights of row `samples_of` (trained once, shared), sampled with these
+    # extra overrides (settings the sampler reads, such as objective.flow_budget; none may change training).
+    samples_of: str | None = None
+    sampling: tuple[str, ...] = ()
 
 
 # The shortcut paper's reference settings, as its experiment configs pin them.
@@ -78,7 +85,7 @@ METHODS = [
            ("objective=shortcut", "objective.adaptive_p=1", "objective.adaptive_rows=all"), False),
     Method("flow_matching_adaptive", "Flow matching, adaptive weight (p = 1)", ("objective=flow_matching", "objective.adaptive_p=1"), False),
     Method("shortcut_adaptive_shortcut_queries", "Shortcut, adaptive weight (p = 1), d = 1/n at every budget",
-           ("objective=shortcut", "objective.adaptive_p=1", "objective.flow_budget=null"), False),
+           ("objective=shortcut", "objective.adaptive_p=1"), False, samples_of="shortcut_adaptive", sampling=("objective.flow_budget=null",)),
     Method("consistency", "Consistency training", ("objective=consistency",)),
     Method("consistency_distillation", "Consistency distillation", ("objective=consistency_distillation",)),
     Method("progressive", "Progressive distillation", ("objective=progressive",)),
@@ -137,7 +144,7 @@ def method_overrides(method: Method, budget: str) -> list[str]:
     if method.key == "reflow_two_stage":
         pairs, steps = PAIRS[budget]
         extra = [f"objective.pairs={pairs}", f"objective.pair_steps={steps}", f"objective.pair_batch={min(2048, pairs)}"]
-    return [*method.overrides, *extra]
+    return [*method.overrides, *extra, *method.sampling]
 
 
 def settings_tag(overrides: list[str]) -> str:
@@ -146,12 +153,17 @@ def settings_tag(overrides: list[str]) -> str:
     return hashlib.sha1(json.dumps(resolved, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def run_method(method: Method, seed: int, overrides: list[str], work: Path, fresh: bool) -> RunResult:
+def run_dir_of(method: Method, seed: int, settings: list[str], budget: str, work: Path) -> Path:
+    return work / method.key / f"seed{seed}_{settings_tag([*settings, *method_overrides(method, budget)])}"
+
+
+def run_method(method: Method, seed: int, settings: list[str], budget: str, work: Path, fresh: bool) -> RunResult:
     """Train and evaluate one (method, seed). Its folder is named by a hash of the composed config
     (library defaults included, so a changed default never reuses an older run): a repeated command
-    reuses a finished result and resumes an interrupted training run."""
-    run_dir = work / method.key / f"seed{seed}_{settings_tag(overrides)}"
-    cfg = compose_config([*overrides, f"seed={seed}", f"out_dir={run_dir}"])
+    reuses a finished result and resumes an interrupted training run. A sampling-only row trains
+    nothing: it samples the final weights of its ``samples_of`` row (trained first if missing)."""
+    run_dir = run_dir_of(method, seed, settings, budget, work)
+    cfg = compose_config([*settings, *method_overrides(method, budget), f"seed={seed}", f"out_dir={run_dir}"])
     done = run_dir / "result.json"
     if fresh:
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -159,17 +171,25 @@ def run_method(method: Method, seed: int, overrides: list[str], work: Path, fres
         return RunResult(**json.loads(done.read_text()))
     run_dir.mkdir(parents=True, exist_ok=True)
     domain = build_domain(cfg)
+    objective = plan_phases(cfg, domain)[-1].objective  # the sampler's plan comes from this row's settings
+    if method.samples_of:
+        trained = BY_KEY[method.samples_of]
+        trained_result = run_method(trained, seed, settings, budget, work, fresh=False)  # --fresh retrains it as a row of its own
+        model = load(run_dir_of(trained, seed, settings, budget, work))
+        graphdef, params, total_steps, train_wall = model.run.graphdef, model.params, trained_result.total_steps, trained_result.train_wall_s
+    else:
+        start = time.perf_counter()
+        phased = run_phases(cfg, domain, run_dir)
+        train_wall = time.perf_counter() - start
+        result = phased.result
+        graphdef, total_steps = result.run.graphdef, phased.total_steps
+        params = result.state.ema_params if cfg.eval.ema else result.state.params
     start = time.perf_counter()
-    phased = run_phases(cfg, domain, run_dir)
-    train_wall = time.perf_counter() - start
-    result = phased.result
-    start = time.perf_counter()
-    params = result.state.ema_params if cfg.eval.ema else result.state.params
-    sample_fn = make_sample_fn(result.run.graphdef, params, result.run.objective, tuple(domain.sample_shape),
-                               cfg_scale=cfg.sample.cfg_scale, num_classes=domain.num_classes)
+    sample_fn = make_sample_fn(graphdef, params, objective, tuple(domain.sample_shape), cfg_scale=cfg.sample.cfg_scale,
+                               num_classes=domain.num_classes)
     metrics = domain.evaluate(sample_fn, STEPS, run_dir / "eval")
     domain.visualize(sample_fn, [1, 4, 128], run_dir / "eval")
-    out = RunResult(method.key, seed, phased.total_steps, train_wall, time.perf_counter() - start, metrics)
+    out = RunResult(method.key, seed, total_steps, train_wall, time.perf_counter() - start, metrics)
     done.write_text(json.dumps(vars(out), indent=1))
     print(f"[{method.key} seed {seed}] train {train_wall:.0f}s: "
           + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k.split("@")[-1] in ("1", "4", "128") or "@" not in k), flush=True)
@@ -338,6 +358,10 @@ def write_report(results: list[RunResult], methods: list[str], domain: str, budg
     rows = [[BY_KEY[m].label, f"{ratios[m]:.2f}x" if m in ratios else "– (not timed)", f"{walls[m]:.0f}"] for m in methods]
     lines += ["Training cost: step time relative to flow matching (one interleaved timing run, median of blocks) and wall time of "
               "the training run (mean over seeds).", "", markdown_table(["Method", "step time / FM", "train wall (s)"], rows), ""]
+    shared = [f"- {BY_KEY[m].label}: the weights of {BY_KEY[BY_KEY[m].samples_of].label} (trained once), sampled with "
+              f"`{' '.join(BY_KEY[m].sampling)}`; its training cost is that row's." for m in methods if BY_KEY[m].samples_of]
+    if shared:
+        lines += ["Sampling-only rows:", "", *shared, ""]
     lines += [f"![quality vs sampling steps]({png.name})", "", "Goals (computed):", "", *goals(results, methods, domain, ratios), ""]
     lines += ["Best objective by budget (lowest mean of the first metric):", "", *recommendations(results, methods, domain), ""]
     if notes:
@@ -373,9 +397,11 @@ def main(argv: list[str] | None = None) -> int:
         wanted.insert(0, "flow_matching")  # the time reference and the goals' baseline
     methods = [m.key for m in METHODS if m.key in wanted]
     work = Path(args.work_dir) / f"{args.domain}_{budget}"
-    results = [run_method(BY_KEY[m], seed, [*overrides, *method_overrides(BY_KEY[m], budget)], work, args.fresh)
-               for seed in args.seeds for m in methods]
-    ratios = {} if args.no_timing else step_time_ratios([BY_KEY[m] for m in methods], overrides, budget)
+    results = [run_method(BY_KEY[m], seed, overrides, budget, work, args.fresh) for seed in args.seeds for m in methods]
+    sources = {m: BY_KEY[m].samples_of or m for m in methods}  # a sampling-only row's training is its source row's
+    timed = [m for m in METHODS if m.key in sources.values()]
+    source_ratios = {} if args.no_timing else step_time_ratios(timed, overrides, budget)
+    ratios = {m: source_ratios[source] for m, source in sources.items() if source in source_ratios}
     command = "python -m benchmarks.paper_table " + " ".join(argv if argv is not None else sys.argv[1:])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

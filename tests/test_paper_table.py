@@ -1,5 +1,7 @@
 """The benchmark's computed goals: statistics over seeds and each goal's verdict."""
 
+import json
+
 from benchmarks.paper_table import RunResult, goals, stats
 
 STEPS = [1, 2, 4, 8, 16, 32, 64, 128]
@@ -45,3 +47,36 @@ def test_report_without_a_timing_phase_says_so(tmp_path):
     text = md.read_text()
     assert "– (not timed)" in text and "nan" not in text
     assert "step time / flow matching" not in text  # no step-time goal without a measured ratio
+
+
+def test_sampling_only_rows_change_no_training_setting():
+    from benchmarks.common import compose_config
+    from benchmarks.paper_table import BY_KEY, METHODS
+    from shortcutlib.config import as_dict
+
+    rows = [m for m in METHODS if m.samples_of]
+    assert rows
+    for row in rows:
+        source = BY_KEY[row.samples_of]
+        assert row.overrides == source.overrides and row.sampling and not source.samples_of
+        trained = as_dict(compose_config(["domain=toy2d", "out_dir=.", *source.overrides]))
+        sampled = as_dict(compose_config(["domain=toy2d", "out_dir=.", *row.overrides, *row.sampling]))
+        for override in row.sampling:  # only the named sampler settings differ
+            section, key = override.split("=")[0].split(".")
+            assert trained[section].pop(key) != sampled[section].pop(key)
+        assert trained == sampled
+
+
+def test_a_sampling_only_row_samples_its_source_weights(tmp_path):
+    from benchmarks.paper_table import BY_KEY, COMMON, SETTINGS, run_dir_of, run_method
+
+    settings = [*SETTINGS["toy2d"]["quick"], *COMMON]
+    row = BY_KEY["shortcut_adaptive_shortcut_queries"]  # flow_budget=null: d = 1/n where the source queries d = 0
+    result = run_method(row, 0, settings, "quick", tmp_path, fresh=False)
+    source_dir = run_dir_of(BY_KEY[row.samples_of], 0, settings, "quick", tmp_path)
+    source = json.loads((source_dir / "result.json").read_text())
+    assert not list(run_dir_of(row, 0, settings, "quick", tmp_path).glob("checkpoints*"))  # nothing trained for the row
+    assert result.total_steps == source["total_steps"] and result.train_wall_s == source["train_wall_s"]
+    for n in (1, 2, 4, 8):  # below the source's flow budget (16) both query d = 1/n: the same samples
+        assert result.metrics[f"swd@{n}"] == source["metrics"][f"swd@{n}"]
+    assert all(result.metrics[f"swd@{n}"] != source["metrics"][f"swd@{n}"] for n in (16, 128))
