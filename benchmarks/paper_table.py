@@ -171,18 +171,18 @@ def run_method(method: Method, seed: int, settings: list[str], budget: str, work
         return RunResult(**json.loads(done.read_text()))
     run_dir.mkdir(parents=True, exist_ok=True)
     domain = build_domain(cfg)
-    objective = plan_phases(cfg, domain)[-1].objective  # the sampler's plan comes from this row's settings
     if method.samples_of:
         trained = BY_KEY[method.samples_of]
         trained_result = run_method(trained, seed, settings, budget, work, fresh=False)  # --fresh retrains it as a row of its own
         model = load(run_dir_of(trained, seed, settings, budget, work))
         graphdef, params, total_steps, train_wall = model.run.graphdef, model.params, trained_result.total_steps, trained_result.train_wall_s
+        objective = plan_phases(cfg, domain)[-1].objective  # the sampler's plan comes from this row's settings
     else:
         start = time.perf_counter()
         phased = run_phases(cfg, domain, run_dir)
         train_wall = time.perf_counter() - start
         result = phased.result
-        graphdef, total_steps = result.run.graphdef, phased.total_steps
+        graphdef, objective, total_steps = result.run.graphdef, result.run.objective, phased.total_steps
         params = result.state.ema_params if cfg.eval.ema else result.state.params
     start = time.perf_counter()
     sample_fn = make_sample_fn(graphdef, params, objective, tuple(domain.sample_shape), cfg_scale=cfg.sample.cfg_scale,
