@@ -240,7 +240,7 @@ def goals(results: list[RunResult], methods: list[str], domain: str, ratios: dic
     name = METRICS[domain][0]
     lines: list[str] = []
     if "shortcut" not in methods:
-        return lines
+        return ["- None computed: every goal is about the `shortcut` row, which this run does not have."]
 
     def mean(m: str, n: int) -> float:
         return stats(results, m, f"{name}@{n}")[0]

@@ -29,6 +29,12 @@ def test_goals_name_the_budgets_that_miss():
     assert "1.05" in text and "1.33x" in text
 
 
+def test_goals_say_why_none_are_computed_without_a_shortcut_row():
+    flow = runs("flow_matching", [[1.0, 0.5, 0.2, 0.07, 0.08, 0.08, 0.090, 0.091]])
+    (line,) = goals(flow, ["flow_matching"], "toy2d", {})
+    assert "None computed" in line and "`shortcut`" in line
+
+
 def test_run_folders_change_with_any_resolved_setting():
     from benchmarks.paper_table import settings_tag
 
