@@ -451,7 +451,7 @@ def merge_methods(previous: dict[str, Any] | None, entry: dict[str, Any]) -> dic
     rows = {}
     for method in METHODS:
         old, new = previous["methods"].get(method), entry["methods"].get(method)
-        if old is not None and (new is None or old.get("objective") == new.get("objective")):
+        if old is not None and (new is None or same_objective(old.get("objective", {}), new.get("objective", {}), method)):
             seeds = {**seed_records(old, previous, method), **(seed_records(new, entry, method) if new else {})}
             rows[method] = combine_seeds(seeds, (new or old).get("objective", {}))
         elif new is not None:
@@ -461,6 +461,18 @@ def merge_methods(previous: dict[str, Any] | None, entry: dict[str, Any]) -> dic
     merged["methods"] = rows
     merged["wall_s"] = entry["wall_s"] - fresh + sum(r["train_s"] + r["eval_s"] for r in rows.values())
     return merged
+
+
+def same_objective(stored: dict[str, Any], current: dict[str, Any], method: str) -> bool:
+    """Whether a stored row was trained with the current objective settings. A setting added to the
+    objective after the row was stored counts as equal at its default, since a new setting's
+    default keeps the earlier behaviour (``adaptive_p = 0``: no adaptive weight)."""
+    if stored == current:
+        return True
+    if any(key not in current or current[key] != value for key, value in stored.items()):
+        return False
+    defaults = as_dict(compose_config([f"objective={method}"]).objective)
+    return all(key in defaults and current[key] == defaults[key] for key in current.keys() - stored.keys())
 
 
 def seed_records(row: dict[str, Any], entry: dict[str, Any], method: str) -> dict[str, dict[str, Any]]:

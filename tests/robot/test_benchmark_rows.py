@@ -84,6 +84,18 @@ def test_added_seeds_join_the_stored_seed_zero():
     assert list(merge_methods(first, dict(more, methods={"shortcut": changed}))["methods"]["shortcut"]["per_seed"]) == ["1", "2"]
 
 
+def test_objective_settings_added_later_join_at_their_default():
+    from benchmarks.robot_policies import same_objective
+    from shortcutlib.config import as_dict, compose_config
+
+    current = as_dict(compose_config(["objective=shortcut"]).objective)
+    stored = {k: v for k, v in current.items() if not k.startswith("adaptive")}  # stored before the adaptive weight
+    assert same_objective(stored, current, "shortcut")
+    assert not same_objective(stored, dict(current, adaptive_p=1.0), "shortcut")  # added, not at its default
+    assert not same_objective(current, dict(current, bootstrap_fraction=0.25), "shortcut")  # changed
+    assert not same_objective(current, stored, "shortcut")  # removed
+
+
 def test_different_settings_replace_the_whole_task():
     merged = merge_methods(FULL, entry({"shortcut": row(0.9)}, "--methods shortcut", "T2", episodes=50))
     assert list(merged["methods"]) == ["shortcut"] and "kept_rows" not in merged
