@@ -269,11 +269,22 @@ def goals(task: str, methods: dict[str, Any], dataset_type: str | None = "play")
     return lines
 
 
+def machines_line(results: dict[str, Any], machine: str) -> str:
+    """The machines the stored rows ran on (each row records its own; ``machine`` for rows that
+    do not), so that a file rendered on one machine does not claim rows measured on another."""
+    tasks_on: dict[str, list[str]] = {}
+    for task in ordered(results):
+        tasks_on.setdefault(results[task].get("machine", machine), []).append(task)
+    if len(tasks_on) <= 1:
+        return f"Machine: {next(iter(tasks_on), machine)}."
+    return "Machines: " + "; ".join(f"{name} ({', '.join(tasks)})" for name, tasks in tasks_on.items()) + "."
+
+
 def render(results: dict[str, Any], machine: str, name: str, not_run: dict[str, str], notes: list[str]) -> str:
     lines = [
         "# Robot policies: shortcut vs flow matching vs MSE behaviour cloning",
         "",
-        f"Machine: {machine}.",
+        machines_line(results, machine),
         "",
         "Success rate over the evaluation episodes (closed loop in MuJoCo; reset seeds from the evaluation stream, "
         "so no episode was seen in the demonstrations). Every policy of a task shares the demonstrations, backbone, "

@@ -135,3 +135,12 @@ def test_goals_compare_the_one_step_policy_at_its_better_mode():
     assert goals("ogbench_cube_single [noisy]", {"shortcut": shortcut, "flow_matching": flow}, "noisy") == [
         line.replace("ogbench_cube_single", "ogbench_cube_single [noisy]") for line in lines[:2]]
     assert goals("reacher", {"bc": {"success@1": 0.5}}) == []
+
+
+def test_header_names_the_machine_of_every_row():
+    from benchmarks.robot_policies import machines_line
+
+    rows = {"reacher": dict(FULL, machine="A"), "cube_single": dict(FULL, machine="B"), "pointmaze_large": FULL}
+    assert machines_line(rows, "C") == "Machines: A (reacher); C (pointmaze_large); B (cube_single)."
+    assert machines_line({"reacher": dict(FULL, machine="A")}, "C") == "Machine: A."
+    assert machines_line({}, "C") == "Machine: C."
