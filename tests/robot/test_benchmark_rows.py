@@ -137,6 +137,26 @@ def test_goals_compare_the_one_step_policy_at_its_better_mode():
     assert goals("reacher", {"bc": {"success@1": 0.5}}) == []
 
 
+def test_goals_count_the_seeds_behind_a_mean():
+    from benchmarks.robot_policies import goals
+
+    def over_seeds(cells: dict[str, list[float]]) -> dict:
+        per_seed = {str(i): {key: values[i] for key, values in cells.items()} for i in range(3)}
+        return combine_seeds(per_seed, {"_target_": "x"})
+
+    # Sampled one-step is the shortcut's better mode on the means (0.2 > 0.1); flow matching's best
+    # cell is its deterministic 4 steps. Seed by seed: 0.3 vs 0.1, 0.2 vs 0.2, 0.1 vs 0.3.
+    shortcut = over_seeds({"success@1": [0.3, 0.2, 0.1], "success@1|noise=0": [0.1, 0.1, 0.1],
+                           "success@128": [0.1, 0.1, 0.2]})
+    flow = over_seeds({"success@1": [0.0, 0.0, 0.0], "success@4|noise=0": [0.1, 0.2, 0.3]})
+    lines = goals("scene", {"shortcut": shortcut, "flow_matching": flow})
+    assert lines[0] == ("- scene: one-step shortcut 20% ≥ flow matching's best budget 20% − 3: **met** "
+                        "(by seed: ahead on 1, level on 1, behind on 1).")
+    assert lines[1] == ("- scene: one-step shortcut 20% ≥ 0.95 × its 128-step 13.3%: **met** "
+                        "(by seed: ahead on 2, level on 0, behind on 1).")
+    assert lines[2] == "- scene: one-step shortcut 20% ≥ published GCBC 5%: **met**."
+
+
 def test_header_names_the_machine_of_every_row():
     from benchmarks.robot_policies import machines_line
 
