@@ -206,6 +206,15 @@ def seeds_of(row: dict[str, Any]) -> list[str]:
     return list(row.get("per_seed", {"0": None}))
 
 
+def seeds_cell(methods: dict[str, Any]) -> str:
+    """The number of training seeds behind a task's rows: '3', or 'sc 3, fm 1, BC 1' while the
+    methods' rows have different numbers (seeds are added one method at a time)."""
+    counts = {method: len(seeds_of(row)) for method, row in methods.items()}
+    if len(set(counts.values())) <= 1:
+        return str(next(iter(counts.values()), "–"))
+    return ", ".join(f"{SHORT.get(method, 'BC')} {n}" for method, n in counts.items())
+
+
 def ms(value: float | None, digits: int) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
@@ -323,7 +332,7 @@ def render(results: dict[str, Any], machine: str, name: str, not_run: dict[str, 
     for task in ordered(results):
         r = results[task]
         m = r["methods"]
-        cells = [str(len(seeds_of(next(iter(m.values())))))] if m else ["–"]
+        cells = [seeds_cell(m)]
         cells += [success_cell(m.get(meth), f"success@{n}") for meth in METHODS for n in METHODS[meth]]
         lines.append(f"| {task} | {pct(r['expert_success'])} | {r['episodes']} | " + " | ".join(cells) + " |")
     for scale in extra_scales(results):

@@ -44,6 +44,7 @@ def test_refreshed_row_replaces_only_its_method():
     text = render({"reacher": merged}, "test machine", "robot_policies", {}, [])
     assert "Rows flow matching, MSE BC from an earlier run with the same settings: `python benchmarks/robot_policies.py --tasks reacher` (T1)" in text
     assert "Rows shortcut" not in text
+    assert "| reacher | 100% | 100 | 1 | 90% |" in text
 
 
 def test_rows_keep_their_origin_over_two_refreshes():
@@ -77,7 +78,7 @@ def test_added_seeds_join_the_stored_seed_zero():
     assert list(sc["per_seed"]) == ["0", "1", "2"] and sc["success@1"] == pytest.approx(0.3)
     assert success_cell(sc, "success@1") == "30 ± 20%"
     text = render({"reacher": merged}, "test machine", "robot_policies", {}, [])
-    assert "| reacher | 100% | 100 | 3 | 30 ± 20% |" in text
+    assert "| reacher | 100% | 100 | sc 3, BC 1 | 30 ± 20% |" in text  # the seeds each row rests on
     assert "Rows shortcut seed 0, MSE BC from an earlier run with the same settings: `python benchmarks/robot_policies.py --tasks reacher` (T1)" in text
     # A changed objective drops the stored seeds instead of mixing settings.
     changed = dict(more["methods"]["shortcut"], objective={"_target_": "y"})
