@@ -47,7 +47,7 @@ PUBLISHED_GCBC = {"ogbench_cube_single": 6.0, "cube_double": 1.0, "scene": 5.0, 
 # objective -> the step budgets it is evaluated at (BC is one deterministic step by construction).
 METHODS = {"shortcut": [1, 2, 4, 128], "flow_matching": [1, 2, 4, 128], "bc": [1]}
 LABELS = {"shortcut": "shortcut", "flow_matching": "flow matching", "bc": "MSE BC"}
-SHORT = {"shortcut": "sc", "flow_matching": "fm"}  # column names: sc@n, fm@n
+SHORT = {"shortcut": "sc", "flow_matching": "fm", "bc": "BC"}  # column names sc@n, fm@n; seeds cells
 SUMMED = ("train_s", "eval_s")  # over seeds: wall time adds up; every other number is averaged
 SAMPLED = ("shortcut", "flow_matching")  # methods whose policies start from noise
 QUICK_STEPS, QUICK_EPISODES = 300, 10
@@ -212,7 +212,7 @@ def seeds_cell(methods: dict[str, Any]) -> str:
     counts = {method: len(seeds_of(row)) for method, row in methods.items()}
     if len(set(counts.values())) <= 1:
         return str(next(iter(counts.values()), "–"))
-    return ", ".join(f"{SHORT.get(method, 'BC')} {n}" for method, n in counts.items())
+    return ", ".join(f"{SHORT[method]} {n}" for method, n in counts.items())
 
 
 def ms(value: float | None, digits: int) -> str:
