@@ -13,7 +13,9 @@ Tables give the mean and standard deviation over seeds. Training step time is me
 methods in one interleaved timing phase (same batches, blocks of steps in turn, median ratio to flow
 matching), so machine noise hits every method alike. The goals of the results are computed in the
 file. A finished (method, seed) run is reused when the command is repeated with the same settings;
-``--fresh`` retrains. A sampling-only row trains nothing: it samples another row's final weights with
+``--stored`` also takes runs from earlier results files (another machine's, say) whose recorded
+settings are the current ones, and the report names the command and machine of each; ``--fresh``
+retrains. A sampling-only row trains nothing: it samples another row's final weights with
 sampler settings of its own (such as ``objective.flow_budget``).
 Writes ``benchmarks/results/paper_table_<domain>.{md,json,png}``.
 """
@@ -27,13 +29,22 @@ import shutil
 import statistics
 import sys
 import time
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import jax
 import numpy as np
 
-from benchmarks.common import compose_config, fmt, machine_description, markdown_table
+from benchmarks.common import (
+    compose_config,
+    flatten,
+    fmt,
+    machine_description,
+    markdown_table,
+    same_settings,
+)
 from benchmarks.timing import interleaved_step_times, median_ratio
 from shortcutlib.api import load
 from shortcutlib.config import as_dict
@@ -137,6 +148,9 @@ class RunResult:
     train_wall_s: float
     eval_wall_s: float
     metrics: dict[str, float] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)  # every resolved setting, dotted keys (seed aside)
+    machine: str = ""
+    command: str = ""  # the command that made the run
 
 
 def method_overrides(method: Method, budget: str) -> list[str]:
@@ -147,33 +161,73 @@ def method_overrides(method: Method, budget: str) -> list[str]:
     return [*method.overrides, *extra, *method.sampling]
 
 
+def resolved_settings(overrides: list[str]) -> dict[str, Any]:
+    """Every setting the overrides compose to, library defaults included (seed and run folder aside)."""
+    return as_dict(compose_config([*overrides, "seed=0", "out_dir=."]))
+
+
 def settings_tag(overrides: list[str]) -> str:
-    """A hash of every setting the overrides compose to (seed and run folder aside)."""
-    resolved = as_dict(compose_config([*overrides, "seed=0", "out_dir=."]))
-    return hashlib.sha1(json.dumps(resolved, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    """A hash of ``resolved_settings``."""
+    return hashlib.sha1(json.dumps(resolved_settings(overrides), sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def is_results_file(path: Path) -> bool:
+    try:
+        return isinstance(json.loads(path.read_text()).get("runs"), list)
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def load_stored(paths: list[str]) -> list[RunResult]:
+    """The runs of earlier results files that recorded their settings, each with the command and
+    machine of the file that holds it unless it names its own."""
+    runs = []
+    for path in paths:
+        payload = json.loads(Path(path).read_text())
+        recorded = [r for r in payload["runs"] if r.get("settings")]
+        if len(recorded) < len(payload["runs"]):
+            print(f"{path}: {len(payload['runs']) - len(recorded)} run(s) without recorded settings are not reused.", flush=True)
+        runs += [RunResult(**{**r, "machine": r.get("machine") or payload["machine"], "command": r.get("command") or payload["command"]})
+                 for r in recorded]
+    return runs
+
+
+def stored_run(stored: Sequence[RunResult], method: Method, seed: int, overrides: list[str]) -> RunResult | None:
+    """A stored run of (method, seed) made with the settings these overrides compose to now."""
+    current = flatten(resolved_settings(overrides))
+    choice = [o for o in overrides if o.startswith("objective=")][-1:]
+    defaults = flatten(resolved_settings([o for o in overrides if not o.startswith("objective.")] + choice))
+    return next((r for r in stored if r.method == method.key and r.seed == seed and same_settings(r.settings, current, defaults)), None)
 
 
 def run_dir_of(method: Method, seed: int, settings: list[str], budget: str, work: Path) -> Path:
     return work / method.key / f"seed{seed}_{settings_tag([*settings, *method_overrides(method, budget)])}"
 
 
-def run_method(method: Method, seed: int, settings: list[str], budget: str, work: Path, fresh: bool) -> RunResult:
-    """Train and evaluate one (method, seed). Its folder is named by a hash of the composed config
-    (library defaults included, so a changed default never reuses an older run): a repeated command
-    reuses a finished result and resumes an interrupted training run. A sampling-only row trains
-    nothing: it samples the final weights of its ``samples_of`` row (trained first if missing)."""
+def run_method(method: Method, seed: int, settings: list[str], budget: str, work: Path, fresh: bool,
+               stored: Sequence[RunResult] = (), command: str = "") -> RunResult:
+    """Train and evaluate one (method, seed), or take it from ``stored`` when a stored run of it
+    has the current settings. Its folder is named by a hash of the composed config (library
+    defaults included, so a changed default never reuses an older run): a repeated command reuses a
+    finished result and resumes an interrupted training run. A sampling-only row trains nothing: it
+    samples the final weights of its ``samples_of`` row (trained first if missing)."""
+    overrides = [*settings, *method_overrides(method, budget)]
     run_dir = run_dir_of(method, seed, settings, budget, work)
-    cfg = compose_config([*settings, *method_overrides(method, budget), f"seed={seed}", f"out_dir={run_dir}"])
+    cfg = compose_config([*overrides, f"seed={seed}", f"out_dir={run_dir}"])
     done = run_dir / "result.json"
     if fresh:
         shutil.rmtree(run_dir, ignore_errors=True)
-    if done.exists():
-        return RunResult(**json.loads(done.read_text()))
+    if done.exists():  # the folder's name is the settings' hash; folders that predate the record get this command's
+        earlier = RunResult(**json.loads(done.read_text()))
+        return replace(earlier, settings=earlier.settings or flatten(resolved_settings(overrides)),
+                       machine=earlier.machine or machine_description(), command=earlier.command or command)
+    if not fresh and (kept := stored_run(stored, method, seed, overrides)) is not None:
+        return kept
     run_dir.mkdir(parents=True, exist_ok=True)
     domain = build_domain(cfg)
     if method.samples_of:
         trained = BY_KEY[method.samples_of]
-        trained_result = run_method(trained, seed, settings, budget, work, fresh=False)  # --fresh retrains it as a row of its own
+        trained_result = run_method(trained, seed, settings, budget, work, fresh=False, command=command)  # --fresh retrains it as a row of its own
         model = load(run_dir_of(trained, seed, settings, budget, work))
         graphdef, params, total_steps, train_wall = model.run.graphdef, model.params, trained_result.total_steps, trained_result.train_wall_s
         objective = plan_phases(cfg, domain)[-1].objective  # the sampler's plan comes from this row's settings
@@ -189,7 +243,8 @@ def run_method(method: Method, seed: int, settings: list[str], budget: str, work
                                num_classes=domain.num_classes)
     metrics = domain.evaluate(sample_fn, STEPS, run_dir / "eval")
     domain.visualize(sample_fn, [1, 4, 128], run_dir / "eval")
-    out = RunResult(method.key, seed, total_steps, train_wall, time.perf_counter() - start, metrics)
+    out = RunResult(method.key, seed, total_steps, train_wall, time.perf_counter() - start, metrics,
+                    flatten(resolved_settings(overrides)), machine_description(), command)
     done.write_text(json.dumps(vars(out), indent=1))
     print(f"[{method.key} seed {seed}] train {train_wall:.0f}s: "
           + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k.split("@")[-1] in ("1", "4", "128") or "@" not in k), flush=True)
@@ -325,6 +380,33 @@ def plot(results: list[RunResult], methods: list[str], domain: str, path: Path) 
     plt.close(fig)
 
 
+def machines_line(results: list[RunResult]) -> str:
+    """The machines the runs were made on (a run that does not say was made on this one)."""
+    results = [replace(r, machine=r.machine or machine_description()) for r in results]
+    machines = list(dict.fromkeys(r.machine for r in results))
+    if len(machines) == 1:
+        return f"Machine: {machines[0]}."
+    return "Machines: " + "; ".join(f"{name} ({runs_named([r for r in results if r.machine == name])})" for name in machines) + "."
+
+
+def runs_named(runs: list[RunResult]) -> str:
+    """``Shortcut seeds 0, 1; MeanFlow seed 2``."""
+    seeds: dict[str, list[int]] = {}
+    for r in runs:
+        seeds.setdefault(BY_KEY[r.method].label, []).append(r.seed)
+    return "; ".join(f"{label} seed{'s' if len(s) > 1 else ''} {', '.join(map(str, sorted(s)))}" for label, s in seeds.items())
+
+
+def provenance(results: list[RunResult], methods: list[str], command: str) -> list[str]:
+    """Lines naming the runs this command took from earlier results files, with the commands that made them."""
+    others = list(dict.fromkeys(r.command for r in results if r.method in methods and r.command and r.command != command))
+    if not others:
+        return []
+    lines = ["Runs taken from stored results (`--stored`), made with the same settings by:", ""]
+    lines += [f"- `{other}`: {runs_named([r for r in results if r.command == other and r.method in methods])}" for other in others]
+    return [*lines, ""]
+
+
 def write_report(results: list[RunResult], methods: list[str], domain: str, budget: str, command: str, overrides: list[str],
                  ratios: dict[str, float], out: Path, name: str) -> Path:
     md, png = out / f"{name}.md", out / f"{name}.png"
@@ -335,7 +417,7 @@ def write_report(results: list[RunResult], methods: list[str], domain: str, budg
     lines = [
         f"# Every objective at every budget: {domain} ({budget} budget)",
         "",
-        f"Machine: {machine_description()}.",
+        machines_line(results),
         "",
         "Command:",
         "",
@@ -343,6 +425,7 @@ def write_report(results: list[RunResult], methods: list[str], domain: str, budg
         command,
         "```",
         "",
+        *provenance(results, methods, command),
         f"Shared setting (every method, seeds {', '.join(map(str, seeds))}): `{' '.join(overrides)}`; evaluation of the EMA weights at "
         "1, 2, 4, ..., 128 Euler steps from the same noise. Two-phase methods spend half the steps on a flow-matching teacher "
         "(counted in the total). Cells: mean ± standard deviation over seeds.",
@@ -382,10 +465,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="extra config overrides for every method")
     parser.add_argument("--no-timing", action="store_true", help="skip the interleaved step-time phase")
     parser.add_argument("--fresh", action="store_true", help="retrain runs whose results exist")
+    parser.add_argument("--stored", nargs="*", default=[], metavar="JSON",
+                        help="earlier results files whose runs with the current settings are taken instead of training")
     parser.add_argument("--name", default=None, help="results file name (default paper_table_<domain>)")
     parser.add_argument("--work-dir", default="runs/paper_table", help="where run folders go")
     parser.add_argument("--out", default=str(RESULTS), help="where the table, plot and json go")
     args = parser.parse_args(argv)
+    for path in args.stored:
+        if not is_results_file(Path(path)):
+            parser.error(f"--stored {path}: not a results json of this script (benchmarks/results/<name>.json, with a 'runs' list).")
 
     budget = "quick" if args.quick else "full"
     overrides = [*SETTINGS[args.domain][budget], *COMMON, *args.set]
@@ -397,12 +485,13 @@ def main(argv: list[str] | None = None) -> int:
         wanted.insert(0, "flow_matching")  # the time reference and the goals' baseline
     methods = [m.key for m in METHODS if m.key in wanted]
     work = Path(args.work_dir) / f"{args.domain}_{budget}"
-    results = [run_method(BY_KEY[m], seed, overrides, budget, work, args.fresh) for seed in args.seeds for m in methods]
+    command = "python -m benchmarks.paper_table " + " ".join(argv if argv is not None else sys.argv[1:])
+    stored = load_stored(args.stored)
+    results = [run_method(BY_KEY[m], seed, overrides, budget, work, args.fresh, stored, command) for seed in args.seeds for m in methods]
     sources = {m: BY_KEY[m].samples_of or m for m in methods}  # a sampling-only row's training is its source row's
     timed = [m for m in METHODS if m.key in sources.values()]
     source_ratios = {} if args.no_timing else step_time_ratios(timed, overrides, budget)
     ratios = {m: source_ratios[source] for m, source in sources.items() if source in source_ratios}
-    command = "python -m benchmarks.paper_table " + " ".join(argv if argv is not None else sys.argv[1:])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     md = write_report(results, methods, args.domain, budget, command, overrides, ratios, out, args.name or f"paper_table_{args.domain}")

@@ -31,6 +31,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import same_settings  # noqa: E402
 from benchmarks.machine import describe_machine  # noqa: E402
 from shortcutlib.config import as_dict, compose_config  # noqa: E402
 from shortcutlib.inference import make_sample_fn  # noqa: E402
@@ -509,15 +510,8 @@ def merge_methods(previous: dict[str, Any] | None, entry: dict[str, Any]) -> dic
 
 
 def same_objective(stored: dict[str, Any], current: dict[str, Any], method: str) -> bool:
-    """Whether a stored row was trained with the current objective settings. A setting added to the
-    objective after the row was stored counts as equal at its default, since a new setting's
-    default keeps the earlier behaviour (``adaptive_p = 0``: no adaptive weight)."""
-    if stored == current:
-        return True
-    if any(key not in current or current[key] != value for key, value in stored.items()):
-        return False
-    defaults = as_dict(compose_config([f"objective={method}"]).objective)
-    return all(key in defaults and current[key] == defaults[key] for key in current.keys() - stored.keys())
+    """Whether a stored row was trained with the current objective settings (``same_settings``)."""
+    return same_settings(stored, current, as_dict(compose_config([f"objective={method}"]).objective))
 
 
 def seed_records(row: dict[str, Any], entry: dict[str, Any], method: str) -> dict[str, dict[str, Any]]:

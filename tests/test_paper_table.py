@@ -86,3 +86,38 @@ def test_a_sampling_only_row_samples_its_source_weights(tmp_path):
     for n in (1, 2, 4, 8):  # below the source's flow budget (16) both query d = 1/n: the same samples
         assert result.metrics[f"swd@{n}"] == source["metrics"][f"swd@{n}"]
     assert all(result.metrics[f"swd@{n}"] != source["metrics"][f"swd@{n}"] for n in (16, 128))
+
+
+def test_stored_runs_with_the_current_settings_are_taken_instead_of_training(tmp_path):
+    from dataclasses import replace
+
+    from benchmarks.common import flatten
+    from benchmarks.paper_table import BY_KEY, COMMON, SETTINGS, resolved_settings, run_method, stored_run
+
+    settings = [*SETTINGS["toy2d"]["quick"], *COMMON]
+    method = BY_KEY["flow_matching"]
+    overrides = [*settings, *method.overrides]
+    current = flatten(resolved_settings(overrides))
+    before_adaptive = {k: v for k, v in current.items() if k != "objective.adaptive_p"}  # stored before the setting existed
+    run = RunResult("flow_matching", 0, 40, 1.0, 1.0, {"swd@1": 0.5}, before_adaptive, "machine A", "cmd A")
+    assert run_method(method, 0, settings, "quick", tmp_path, fresh=False, stored=[run]) is run
+    assert not any(tmp_path.iterdir())  # nothing trained
+    assert stored_run([run], method, 1, overrides) is None  # another seed
+    assert stored_run([replace(run, settings={**current, "train.lr": 1.0})], method, 0, overrides) is None  # a changed setting
+    assert stored_run([replace(run, settings={**before_adaptive, "objective.adaptive_p": 1.0})], method, 0, overrides) is None
+    assert stored_run([replace(run, settings={**current, "objective.retired": 1})], method, 0, overrides) is None  # a removed one
+
+
+def test_stored_results_name_their_commands_and_machines(tmp_path):
+    from benchmarks.paper_table import load_stored, write_report
+
+    old = runs("flow_matching", [[0.2] * 8])[0]
+    payload = {"machine": "machine A", "command": "cmd A",
+               "runs": [vars(old) | {"settings": {"train.lr": 1.0}}, vars(old) | {"seed": 1}]}  # the second recorded no settings
+    (tmp_path / "old.json").write_text(json.dumps(payload))
+    (stored,) = load_stored([str(tmp_path / "old.json")])
+    assert (stored.seed, stored.machine, stored.command) == (0, "machine A", "cmd A")
+    new = [r.__class__(**{**vars(r), "machine": "machine B", "command": "cmd B"}) for r in runs("shortcut", [[0.1] * 8])]
+    text = write_report([stored, *new], ["flow_matching", "shortcut"], "toy2d", "quick", "cmd B", [], {}, tmp_path, "t").read_text()
+    assert "Machines: machine A (Flow matching seed 0); machine B (Shortcut seed 0)." in text
+    assert "- `cmd A`: Flow matching seed 0" in text and "`cmd B`:" not in text
