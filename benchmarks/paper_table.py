@@ -381,12 +381,23 @@ def plot(results: list[RunResult], methods: list[str], domain: str, path: Path) 
 
 
 def machines_line(results: list[RunResult]) -> str:
-    """The machines the runs were made on (a run that does not say was made on this one)."""
-    results = [replace(r, machine=r.machine or machine_description()) for r in results]
-    machines = list(dict.fromkeys(r.machine for r in results))
+    """The machines the runs were made on, each with its runs where there are several."""
+    machines = list(dict.fromkeys(machine_of(r) for r in results))
     if len(machines) == 1:
         return f"Machine: {machines[0]}."
-    return "Machines: " + "; ".join(f"{name} ({runs_named([r for r in results if r.machine == name])})" for name in machines) + "."
+    return "Machines: " + "; ".join(f"{name} ({runs_named([r for r in results if machine_of(r) == name])})" for name in machines) + "."
+
+
+def machine_of(run: RunResult) -> str:
+    return run.machine or machine_description()  # runs that predate the record were made on this machine
+
+
+def wall_cell(results: list[RunResult], method: str) -> str:
+    """Mean training wall time of a method's runs, one per machine in the order of ``machines_line``
+    (absolute times of two machines do not average)."""
+    machines = list(dict.fromkeys(machine_of(r) for r in results))
+    walls = [[r.train_wall_s for r in results if r.method == method and machine_of(r) == name] for name in machines]
+    return " / ".join(f"{statistics.mean(w):.0f}" for w in walls if w)
 
 
 def runs_named(runs: list[RunResult]) -> str:
@@ -413,7 +424,6 @@ def write_report(results: list[RunResult], methods: list[str], domain: str, budg
     plot(results, methods, domain, png)
     notes = md.read_text()[md.read_text().index("## Reading"):] if md.exists() and "## Reading" in md.read_text() else ""
     seeds = sorted({r.seed for r in results})
-    walls = {m: statistics.mean(r.train_wall_s for r in results if r.method == m) for m in methods}
     lines = [
         f"# Every objective at every budget: {domain} ({budget} budget)",
         "",
@@ -438,9 +448,10 @@ def write_report(results: list[RunResult], methods: list[str], domain: str, budg
         floor = stats(results, methods[0], f"{metric}_floor")
         if floor[2]:
             lines += [f"Floor (real data against the same reference, same sample size): {fmt(floor[0])}.", ""]
-    rows = [[BY_KEY[m].label, f"{ratios[m]:.2f}x" if m in ratios else "– (not timed)", f"{walls[m]:.0f}"] for m in methods]
+    rows = [[BY_KEY[m].label, f"{ratios[m]:.2f}x" if m in ratios else "– (not timed)", wall_cell(results, m)] for m in methods]
     lines += ["Training cost: step time relative to flow matching (one interleaved timing run, median of blocks) and wall time of "
-              "the training run (mean over seeds).", "", markdown_table(["Method", "step time / FM", "train wall (s)"], rows), ""]
+              "the training run (mean over seeds; one mean per machine, in the order named above, where a row's seeds ran on "
+              "several).", "", markdown_table(["Method", "step time / FM", "train wall (s)"], rows), ""]
     shared = [f"- {BY_KEY[m].label}: the weights of {BY_KEY[BY_KEY[m].samples_of].label} (trained once), sampled with "
               f"`{' '.join(BY_KEY[m].sampling)}`; its training cost is that row's." for m in methods if BY_KEY[m].samples_of]
     if shared:

@@ -109,6 +109,8 @@ def test_stored_runs_with_the_current_settings_are_taken_instead_of_training(tmp
 
 
 def test_stored_results_name_their_commands_and_machines(tmp_path):
+    from dataclasses import replace
+
     from benchmarks.paper_table import load_stored, write_report
 
     old = runs("flow_matching", [[0.2] * 8])[0]
@@ -117,7 +119,9 @@ def test_stored_results_name_their_commands_and_machines(tmp_path):
     (tmp_path / "old.json").write_text(json.dumps(payload))
     (stored,) = load_stored([str(tmp_path / "old.json")])
     assert (stored.seed, stored.machine, stored.command) == (0, "machine A", "cmd A")
-    new = [r.__class__(**{**vars(r), "machine": "machine B", "command": "cmd B"}) for r in runs("shortcut", [[0.1] * 8])]
+    new = [replace(r, machine="machine B", command="cmd B") for r in runs("shortcut", [[0.1] * 8])]
+    new.append(replace(stored, seed=1, train_wall_s=3.0, machine="machine B", command="cmd B"))
     text = write_report([stored, *new], ["flow_matching", "shortcut"], "toy2d", "quick", "cmd B", [], {}, tmp_path, "t").read_text()
-    assert "Machines: machine A (Flow matching seed 0); machine B (Shortcut seed 0)." in text
+    assert "Machines: machine A (Flow matching seed 0); machine B (Shortcut seed 0; Flow matching seed 1)." in text
     assert "- `cmd A`: Flow matching seed 0" in text and "`cmd B`:" not in text
+    assert "| Flow matching | – (not timed) | 1 / 3 |" in text and "| Shortcut | – (not timed) | 1 |" in text  # one mean per machine
