@@ -388,6 +388,19 @@ def machines_line(results: list[RunResult]) -> str:
     return "Machines: " + "; ".join(f"{name} ({runs_named([r for r in results if machine_of(r) == name])})" for name in machines) + "."
 
 
+def evaluators_differ(results: list[RunResult], metric: str) -> str | None:
+    """Where runs were scored by different evaluators, which: a classifier judge retrained on another
+    CPU gives other features (its floor, real against real, tells them apart), and distances measured
+    in different features do not compare."""
+    floors: dict[float, list[RunResult]] = {}
+    for r in results:
+        if f"{metric}_floor" in r.metrics:
+            floors.setdefault(round(r.metrics[f"{metric}_floor"], 6), []).append(r)
+    if len(floors) <= 1:
+        return None
+    return "; ".join(f"floor {floor:g}: {runs_named(runs)}" for floor, runs in floors.items())
+
+
 def machine_of(run: RunResult) -> str:
     return run.machine or machine_description()  # runs that predate the record were made on this machine
 
@@ -503,6 +516,10 @@ def main(argv: list[str] | None = None) -> int:
     timed = [m for m in METHODS if m.key in sources.values()]
     source_ratios = {} if args.no_timing else step_time_ratios(timed, overrides, budget)
     ratios = {m: source_ratios[source] for m, source in sources.items() if source in source_ratios}
+    if (differ := evaluators_differ(results, METRICS[args.domain][0])) is not None:
+        print(f"The runs were scored by different evaluators ({differ}), so their distances do not compare: copy the judge cache "
+              "(domain.cache_dir) of the machine that made the stored runs here and rerun, or leave out --stored.", file=sys.stderr)
+        return 1
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     md = write_report(results, methods, args.domain, budget, command, overrides, ratios, out, args.name or f"paper_table_{args.domain}")

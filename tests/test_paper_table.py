@@ -125,3 +125,14 @@ def test_stored_results_name_their_commands_and_machines(tmp_path):
     assert "Machines: machine A (Flow matching seed 0); machine B (Shortcut seed 0; Flow matching seed 1)." in text
     assert "- `cmd A`: Flow matching seed 0" in text and "`cmd B`:" not in text
     assert "| Flow matching | – (not timed) | 1 / 3 |" in text and "| Shortcut | – (not timed) | 1 |" in text  # one mean per machine
+
+
+def test_runs_scored_by_different_evaluators_are_named():
+    from dataclasses import replace
+
+    from benchmarks.paper_table import evaluators_differ
+
+    here = [replace(r, metrics={**r.metrics, "fd_floor": 2.4374}) for r in runs("shortcut", [[0.1] * 8, [0.1] * 8])]
+    assert evaluators_differ(here, "fd") is None
+    elsewhere = replace(here[0], seed=2, metrics={**here[0].metrics, "fd_floor": 2.5428})
+    assert evaluators_differ([*here, elsewhere], "fd") == "floor 2.4374: Shortcut seeds 0, 1; floor 2.5428: Shortcut seed 2"
