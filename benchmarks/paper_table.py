@@ -192,9 +192,10 @@ def load_stored(paths: list[str]) -> list[RunResult]:
     return runs
 
 
-def stored_run(stored: Sequence[RunResult], method: Method, seed: int, overrides: list[str]) -> RunResult | None:
-    """A stored run of (method, seed) made with the settings these overrides compose to now."""
-    current = flatten(resolved_settings(overrides))
+def stored_run(stored: Sequence[RunResult], method: Method, seed: int, overrides: list[str],
+               current: dict[str, Any] | None = None) -> RunResult | None:
+    """A stored run of (method, seed) made with the settings these overrides compose to now (``current``)."""
+    current = current if current is not None else flatten(resolved_settings(overrides))
     choice = [o for o in overrides if o.startswith("objective=")][-1:]
     defaults = flatten(resolved_settings([o for o in overrides if not o.startswith("objective.")] + choice))
     return next((r for r in stored if r.method == method.key and r.seed == seed and same_settings(r.settings, current, defaults)), None)
@@ -212,6 +213,7 @@ def run_method(method: Method, seed: int, settings: list[str], budget: str, work
     finished result and resumes an interrupted training run. A sampling-only row trains nothing: it
     samples the final weights of its ``samples_of`` row (trained first if missing)."""
     overrides = [*settings, *method_overrides(method, budget)]
+    current = flatten(resolved_settings(overrides))
     run_dir = run_dir_of(method, seed, settings, budget, work)
     cfg = compose_config([*overrides, f"seed={seed}", f"out_dir={run_dir}"])
     done = run_dir / "result.json"
@@ -219,9 +221,9 @@ def run_method(method: Method, seed: int, settings: list[str], budget: str, work
         shutil.rmtree(run_dir, ignore_errors=True)
     if done.exists():  # the folder's name is the settings' hash; folders that predate the record get this command's
         earlier = RunResult(**json.loads(done.read_text()))
-        return replace(earlier, settings=earlier.settings or flatten(resolved_settings(overrides)),
+        return replace(earlier, settings=earlier.settings or current,
                        machine=earlier.machine or machine_description(), command=earlier.command or command)
-    if not fresh and (kept := stored_run(stored, method, seed, overrides)) is not None:
+    if not fresh and (kept := stored_run(stored, method, seed, overrides, current)) is not None:
         return kept
     run_dir.mkdir(parents=True, exist_ok=True)
     domain = build_domain(cfg)
@@ -244,7 +246,7 @@ def run_method(method: Method, seed: int, settings: list[str], budget: str, work
     metrics = domain.evaluate(sample_fn, STEPS, run_dir / "eval")
     domain.visualize(sample_fn, [1, 4, 128], run_dir / "eval")
     out = RunResult(method.key, seed, total_steps, train_wall, time.perf_counter() - start, metrics,
-                    flatten(resolved_settings(overrides)), machine_description(), command)
+                    current, machine_description(), command)
     done.write_text(json.dumps(vars(out), indent=1))
     print(f"[{method.key} seed {seed}] train {train_wall:.0f}s: "
           + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k.split("@")[-1] in ("1", "4", "128") or "@" not in k), flush=True)
@@ -380,29 +382,16 @@ def plot(results: list[RunResult], methods: list[str], domain: str, path: Path) 
     plt.close(fig)
 
 
+def machine_of(run: RunResult) -> str:
+    return run.machine or machine_description()  # runs that predate the record were made on this machine
+
+
 def machines_line(results: list[RunResult]) -> str:
     """The machines the runs were made on, each with its runs where there are several."""
     machines = list(dict.fromkeys(machine_of(r) for r in results))
     if len(machines) == 1:
         return f"Machine: {machines[0]}."
     return "Machines: " + "; ".join(f"{name} ({runs_named([r for r in results if machine_of(r) == name])})" for name in machines) + "."
-
-
-def evaluators_differ(results: list[RunResult], metric: str) -> str | None:
-    """Where runs were scored by different evaluators, which: a classifier judge retrained on another
-    CPU gives other features (its floor, real against real, tells them apart), and distances measured
-    in different features do not compare."""
-    floors: dict[float, list[RunResult]] = {}
-    for r in results:
-        if f"{metric}_floor" in r.metrics:
-            floors.setdefault(round(r.metrics[f"{metric}_floor"], 6), []).append(r)
-    if len(floors) <= 1:
-        return None
-    return "; ".join(f"floor {floor:g}: {runs_named(runs)}" for floor, runs in floors.items())
-
-
-def machine_of(run: RunResult) -> str:
-    return run.machine or machine_description()  # runs that predate the record were made on this machine
 
 
 def wall_cell(results: list[RunResult], method: str) -> str:
@@ -421,14 +410,27 @@ def runs_named(runs: list[RunResult]) -> str:
     return "; ".join(f"{label} seed{'s' if len(s) > 1 else ''} {', '.join(map(str, sorted(s)))}" for label, s in seeds.items())
 
 
-def provenance(results: list[RunResult], methods: list[str], command: str) -> list[str]:
+def provenance(results: list[RunResult], command: str) -> list[str]:
     """Lines naming the runs this command took from earlier results files, with the commands that made them."""
-    others = list(dict.fromkeys(r.command for r in results if r.method in methods and r.command and r.command != command))
+    others = list(dict.fromkeys(r.command for r in results if r.command and r.command != command))
     if not others:
         return []
     lines = ["Runs taken from stored results (`--stored`), made with the same settings by:", ""]
-    lines += [f"- `{other}`: {runs_named([r for r in results if r.command == other and r.method in methods])}" for other in others]
+    lines += [f"- `{other}`: {runs_named([r for r in results if r.command == other])}" for other in others]
     return [*lines, ""]
+
+
+def evaluators_differ(results: list[RunResult], metric: str) -> str | None:
+    """Where runs were scored by different evaluators, which: a classifier judge retrained on another
+    CPU gives other features (its floor, real against real, tells them apart), and distances measured
+    in different features do not compare."""
+    floors: dict[float, list[RunResult]] = {}
+    for r in results:
+        if f"{metric}_floor" in r.metrics:
+            floors.setdefault(round(r.metrics[f"{metric}_floor"], 6), []).append(r)
+    if len(floors) <= 1:
+        return None
+    return "; ".join(f"floor {floor:g}: {runs_named(runs)}" for floor, runs in floors.items())
 
 
 def write_report(results: list[RunResult], methods: list[str], domain: str, budget: str, command: str, overrides: list[str],
@@ -448,7 +450,7 @@ def write_report(results: list[RunResult], methods: list[str], domain: str, budg
         command,
         "```",
         "",
-        *provenance(results, methods, command),
+        *provenance(results, command),
         f"Shared setting (every method, seeds {', '.join(map(str, seeds))}): `{' '.join(overrides)}`; evaluation of the EMA weights at "
         "1, 2, 4, ..., 128 Euler steps from the same noise. Two-phase methods spend half the steps on a flow-matching teacher "
         "(counted in the total). Cells: mean ± standard deviation over seeds.",
@@ -512,14 +514,14 @@ def main(argv: list[str] | None = None) -> int:
     command = "python -m benchmarks.paper_table " + " ".join(argv if argv is not None else sys.argv[1:])
     stored = load_stored(args.stored)
     results = [run_method(BY_KEY[m], seed, overrides, budget, work, args.fresh, stored, command) for seed in args.seeds for m in methods]
-    sources = {m: BY_KEY[m].samples_of or m for m in methods}  # a sampling-only row's training is its source row's
-    timed = [m for m in METHODS if m.key in sources.values()]
-    source_ratios = {} if args.no_timing else step_time_ratios(timed, overrides, budget)
-    ratios = {m: source_ratios[source] for m, source in sources.items() if source in source_ratios}
     if (differ := evaluators_differ(results, METRICS[args.domain][0])) is not None:
         print(f"The runs were scored by different evaluators ({differ}), so their distances do not compare: copy the judge cache "
               "(domain.cache_dir) of the machine that made the stored runs here and rerun, or leave out --stored.", file=sys.stderr)
         return 1
+    sources = {m: BY_KEY[m].samples_of or m for m in methods}  # a sampling-only row's training is its source row's
+    timed = [m for m in METHODS if m.key in sources.values()]
+    source_ratios = {} if args.no_timing else step_time_ratios(timed, overrides, budget)
+    ratios = {m: source_ratios[source] for m, source in sources.items() if source in source_ratios}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     md = write_report(results, methods, args.domain, budget, command, overrides, ratios, out, args.name or f"paper_table_{args.domain}")
