@@ -151,6 +151,7 @@ class RunResult:
     settings: dict[str, Any] = field(default_factory=dict)  # every resolved setting, dotted keys (seed aside)
     machine: str = ""
     command: str = ""  # the command that made the run
+    evaluator: str = ""  # the classifier judge's weights SHA-1, where the domain scores with one
 
 
 def method_overrides(method: Method, budget: str) -> list[str]:
@@ -222,7 +223,8 @@ def run_method(method: Method, seed: int, settings: list[str], budget: str, work
     if done.exists():  # the folder's name is the settings' hash; folders that predate the record get this command's
         earlier = RunResult(**json.loads(done.read_text()))
         return replace(earlier, settings=earlier.settings or current,
-                       machine=earlier.machine or machine_description(), command=earlier.command or command)
+                       machine=earlier.machine or machine_description(), command=earlier.command or command,
+                       evaluator=earlier.evaluator or judge_of(run_dir / "eval"))
     if not fresh and (kept := stored_run(stored, method, seed, overrides, current)) is not None:
         return kept
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -246,11 +248,17 @@ def run_method(method: Method, seed: int, settings: list[str], budget: str, work
     metrics = domain.evaluate(sample_fn, STEPS, run_dir / "eval")
     domain.visualize(sample_fn, [1, 4, 128], run_dir / "eval")
     out = RunResult(method.key, seed, total_steps, train_wall, time.perf_counter() - start, metrics,
-                    current, machine_description(), command)
+                    current, machine_description(), command, judge_of(run_dir / "eval"))
     done.write_text(json.dumps(vars(out), indent=1))
     print(f"[{method.key} seed {seed}] train {train_wall:.0f}s: "
           + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k.split("@")[-1] in ("1", "4", "128") or "@" not in k), flush=True)
     return out
+
+
+def judge_of(eval_dir: Path) -> str:
+    """The SHA-1 of the classifier judge that scored an evaluation (its ``fd.json``), or "" where none did."""
+    record = eval_dir / "fd.json"
+    return json.loads(record.read_text()).get("judge_sha1", "") if record.is_file() else ""
 
 
 def step_time_ratios(methods: list[Method], overrides: list[str], budget: str, rounds: int = 5, block: int = 20) -> dict[str, float]:
@@ -422,15 +430,24 @@ def provenance(results: list[RunResult], command: str) -> list[str]:
 
 def evaluators_differ(results: list[RunResult], metric: str) -> str | None:
     """Where runs were scored by different evaluators, which: a classifier judge retrained on another
-    CPU gives other features (its floor, real against real, tells them apart), and distances measured
-    in different features do not compare."""
-    floors: dict[float, list[RunResult]] = {}
+    CPU gives other features, and distances measured in different features do not compare. Runs that
+    name their judge are told apart by its SHA-1; older runs by their floor (real against real)."""
+    judges, floors = group_runs(results, lambda r: r.evaluator[:12]), group_runs(results, lambda r: r.metrics.get(f"{metric}_floor"))
+    if len(judges) > 1:
+        return "; ".join(f"judge {judge}: {runs_named(runs)}" for judge, runs in judges.items())
+    if len(floors) > 1:
+        return "; ".join(f"floor {floor:g}: {runs_named(runs)}" for floor, runs in floors.items())
+    return None
+
+
+def group_runs(results: list[RunResult], value_of: Any) -> dict[Any, list[RunResult]]:
+    """Runs by ``value_of(run)`` (floats rounded to 6 decimals), leaving out runs without one (None or "")."""
+    groups: dict[Any, list[RunResult]] = {}
     for r in results:
-        if f"{metric}_floor" in r.metrics:
-            floors.setdefault(round(r.metrics[f"{metric}_floor"], 6), []).append(r)
-    if len(floors) <= 1:
-        return None
-    return "; ".join(f"floor {floor:g}: {runs_named(runs)}" for floor, runs in floors.items())
+        value = value_of(r)
+        if value is not None and value != "":
+            groups.setdefault(round(value, 6) if isinstance(value, float) else value, []).append(r)
+    return groups
 
 
 def write_report(results: list[RunResult], methods: list[str], domain: str, budget: str, command: str, overrides: list[str],
@@ -462,7 +479,9 @@ def write_report(results: list[RunResult], methods: list[str], domain: str, budg
         lines += [f"{LABELS[metric]} at each number of steps:", "", markdown_table(header, rows), ""]
         floor = stats(results, methods[0], f"{metric}_floor")
         if floor[2]:
-            lines += [f"Floor (real data against the same reference, same sample size): {fmt(floor[0])}.", ""]
+            judges = sorted({r.evaluator for r in results if r.evaluator})
+            judged = f" Scored by the classifier judge with weights SHA-1 {', '.join(judges)}." if judges else ""
+            lines += [f"Floor (real data against the same reference, same sample size): {fmt(floor[0])}.{judged}", ""]
     rows = [[BY_KEY[m].label, f"{ratios[m]:.2f}x" if m in ratios else "– (not timed)", wall_cell(results, m)] for m in methods]
     lines += ["Training cost: step time relative to flow matching (one interleaved timing run, median of blocks) and wall time of "
               "the training run (mean over seeds; one mean per machine, in the order named above, where a row's seeds ran on "
@@ -515,8 +534,9 @@ def main(argv: list[str] | None = None) -> int:
     stored = load_stored(args.stored)
     results = [run_method(BY_KEY[m], seed, overrides, budget, work, args.fresh, stored, command) for seed in args.seeds for m in methods]
     if (differ := evaluators_differ(results, METRICS[args.domain][0])) is not None:
-        print(f"The runs were scored by different evaluators ({differ}), so their distances do not compare: copy the judge cache "
-              "(domain.cache_dir) of the machine that made the stored runs here and rerun, or leave out --stored.", file=sys.stderr)
+        print(f"The runs were scored by different evaluators ({differ}), so their distances do not compare: score every run with one "
+              "judge (the package ships the Fashion-MNIST one; runs made before it did were scored by a judge trained on their own "
+              "machine and cannot join runs scored by it), or leave out --stored.", file=sys.stderr)
         return 1
     sources = {m: BY_KEY[m].samples_of or m for m in methods}  # a sampling-only row's training is its source row's
     timed = [m for m in METHODS if m.key in sources.values()]

@@ -136,3 +136,29 @@ def test_runs_scored_by_different_evaluators_are_named():
     assert evaluators_differ(here, "fd") is None
     elsewhere = replace(here[0], seed=2, metrics={**here[0].metrics, "fd_floor": 2.5428})
     assert evaluators_differ([*here, elsewhere], "fd") == "floor 2.4374: Shortcut seeds 0, 1; floor 2.5428: Shortcut seed 2"
+    # Runs that name their judge are told apart by it, even at equal floors; runs that do not, by the floor alone.
+    named = [replace(here[0], evaluator="a" * 40), replace(here[1], evaluator="b" * 40)]
+    assert evaluators_differ(named, "fd") == "judge aaaaaaaaaaaa: Shortcut seed 0; judge bbbbbbbbbbbb: Shortcut seed 1"
+    assert evaluators_differ([named[0], here[1]], "fd") is None
+
+
+def test_a_run_names_the_judge_that_scored_it(tmp_path):
+    from benchmarks.paper_table import judge_of
+
+    assert judge_of(tmp_path) == ""  # no classifier evaluation (toy2d, digits)
+    (tmp_path / "fd.json").write_text(json.dumps({"evaluator": "classifier", "judge_sha1": "c" * 40, "fd_fmnist@1": 3.0}))
+    assert judge_of(tmp_path) == "c" * 40
+
+
+def test_the_report_names_the_judge_beside_the_floor(tmp_path):
+    from dataclasses import replace
+
+    from benchmarks.paper_table import write_report
+
+    scored = [RunResult(m, 0, 100, 1.0, 1.0, {f"fd@{n}": 1.0 for n in STEPS} | {f"class_acc@{n}": 0.9 for n in STEPS} | {"fd_floor": 0.5})
+              for m in ("flow_matching", "shortcut")]
+    text = write_report(scored, ["flow_matching", "shortcut"], "digits", "quick", "cmd", [], {}, tmp_path, "t").read_text()
+    assert "same sample size): 0.500.\n" in text  # no judge recorded: none named
+    text = write_report([replace(r, evaluator="d" * 40) for r in scored], ["flow_matching", "shortcut"], "digits", "quick", "cmd", [], {},
+                        tmp_path, "t").read_text()
+    assert f"same sample size): 0.500. Scored by the classifier judge with weights SHA-1 {'d' * 40}." in text

@@ -7,6 +7,11 @@ number of epochs, a data order drawn from the seed) and cached on disk under a k
 the training data, the architecture and the training settings; the cache file also stores a
 SHA-1 of the weights, so an evaluation can name exactly which judge scored it.
 
+Deterministic is not portable: XLA's CPU kernels differ between instruction sets, so the same
+training on another CPU gives another judge, and distances in its features do not compare. The
+judges behind the published tables are therefore shipped with the package (``SHIPPED``, named by
+their key) and take precedence over the cache, as FID loads fixed Inception weights.
+
 Knows nothing of any dataset: images are (N, H, W, C) floats (any range, as long as the same
 range is used for training and judging), labels int in [0, num_classes).
 """
@@ -34,6 +39,8 @@ log = logging.getLogger(__name__)
 
 # Part of the cache key: bump it whenever the architecture or the training procedure changes.
 ARCHITECTURE_VERSION = "conv-pool-dense/1"
+# Judges shipped with the package, one file per key (a cache file, copied): every machine scores with these.
+SHIPPED = Path(__file__).parent / "judges"
 
 
 @dataclass
@@ -127,6 +134,24 @@ def _load_weights(model: nnx.Module, weights: dict[str, np.ndarray]) -> None:
     nnx.update(model, nnx.from_flat_state(flat))
 
 
+
+def _load_verified(model: nnx.Module, path: Path, key: str) -> bool:
+    """Load the judge stored at ``path`` into ``model`` if it is there, was trained under ``key`` and its
+    weights still hash to the SHA-1 recorded beside them; a file that fails the check is reported and skipped."""
+    if not path.is_file():
+        return False
+    with np.load(path) as stored:
+        weights = {name[len("w:") :]: stored[name] for name in stored.files if name.startswith("w:")}
+        recorded = str(stored["sha1"]) if "sha1" in stored.files else ""
+        recorded_key = str(stored["key"]) if "key" in stored.files else ""
+    if recorded != weights_sha1(weights) or recorded_key != key:
+        log.warning("Classifier judge %s does not match its recorded hashes: not used.", path)
+        return False
+    _load_weights(model, weights)
+    log.info("Classifier judge loaded from %s (weights SHA-1 %s).", path, recorded)
+    return True
+
+
 # ---------------------------------------------------------------------------- training
 
 
@@ -186,26 +211,22 @@ class ClassifierJudge:
 
     @classmethod
     def fit_or_load(
-        cls, images: np.ndarray, labels: np.ndarray, num_classes: int, config: JudgeConfig, cache_dir: str | os.PathLike | None
+        cls, images: np.ndarray, labels: np.ndarray, num_classes: int, config: JudgeConfig, cache_dir: str | os.PathLike | None,
+        shipped: str | os.PathLike | None = SHIPPED,
     ) -> ClassifierJudge:
-        """The judge of ``(images, labels, config)``: from ``cache_dir`` if it was trained before, else trained and stored there."""
+        """The judge of ``(images, labels, config)``: the one shipped in ``shipped`` if there is one, else
+        the one trained before in ``cache_dir``, else trained now and stored there."""
         key = cache_key(images, labels, num_classes, config)
-        path = Path(cache_dir).expanduser() / f"classifier_judge_{key[:16]}.npz" if cache_dir else None
+        name = f"classifier_judge_{key[:16]}.npz"
         model = ConvClassifier(tuple(images.shape[1:]), num_classes, list(config.conv_channels), config.features, rngs=nnx.Rngs(config.seed))
-        if path is not None and path.is_file():
-            with np.load(path) as stored:
-                weights = {name[len("w:") :]: stored[name] for name in stored.files if name.startswith("w:")}
-                recorded = str(stored["sha1"]) if "sha1" in stored.files else ""
-                recorded_key = str(stored["key"]) if "key" in stored.files else ""
-            if recorded == weights_sha1(weights) and recorded_key == key:
-                _load_weights(model, weights)
-                log.info("Classifier judge loaded from %s (weights SHA-1 %s).", path, recorded)
+        for folder in (shipped, cache_dir):
+            if folder is not None and _load_verified(model, Path(folder).expanduser() / name, key):
                 return cls(model, key)
-            log.warning("Classifier judge cache %s does not match its recorded hashes: training it again.", path)
         log.info("Training the classifier judge (%d images, %d epochs).", len(images), config.epochs)
         model = train_classifier(images, labels, num_classes, config)
         judge = cls(model, key)
-        if path is not None:
+        if cache_dir is not None:
+            path = Path(cache_dir).expanduser() / name
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(path.name + ".tmp")
             with open(tmp, "wb") as f:  # a file object keeps the name as given (no added .npz)

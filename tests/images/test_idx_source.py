@@ -275,3 +275,16 @@ def test_tiny_run_through_the_command_line(idx_dir, tmp_path):
     assert 0.0 <= evals["class_acc@1"] <= 1.0 and evals["fd_fmnist_floor"] >= 0.0
     assert json.loads((out / "samples" / "fd.json").read_text())["judge_sha1"]
     assert (out / "samples" / "grid_budgets.png").is_file()
+
+
+@pytest.mark.skipif(not Path(sources.FASHION_MNIST_DEB_DIR).is_dir(), reason="Fashion-MNIST is not installed (apt-get install -y dataset-fashion-mnist)")
+def test_the_installed_fashion_mnist_is_scored_by_the_shipped_judge():
+    """The real data and the default judge settings hash to the key of the shipped judge, so every
+    machine scores Fashion-MNIST with the judge of the published tables, never one retrained locally."""
+    from domains.images.domain import to_model_range
+    from shortcutlib.metrics import classifier_judge as cj
+
+    domain = instantiate(compose_config(["experiment=fmnist_dit"]).domain)
+    images, labels = domain.labelled_images("train")
+    key = cj.cache_key(to_model_range(images), labels, 10, domain.judge_cfg)
+    assert (cj.SHIPPED / f"classifier_judge_{key[:16]}.npz").is_file()

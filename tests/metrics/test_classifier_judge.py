@@ -106,3 +106,54 @@ def test_impossible_settings_name_the_key():
         JudgeConfig(epochs=0).check("judge.")
     with pytest.raises(ConfigError, match="conv_channels"):
         cj.train_classifier(np.zeros((4, 8, 8, 1), np.float32), np.zeros(4, np.int32), 2, JudgeConfig(conv_channels=[]))
+
+
+def restamp(path, weights: dict[str, np.ndarray], key: str, sha1: str | None = None) -> None:
+    """Write a judge file the way the cache does, with ``sha1`` recorded (default: the weights' own)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        np.savez(f, sha1=sha1 or cj.weights_sha1(weights), key=key, **{f"w:{k}": v for k, v in weights.items()})
+
+
+def test_a_shipped_judge_wins_over_the_cache_and_a_tampered_one_is_skipped(data, tmp_path, monkeypatch, caplog):
+    images, labels = data
+    cached = ClassifierJudge.fit_or_load(images, labels, NUM_CLASSES, TINY, tmp_path / "cache", shipped=None)
+    name = f"classifier_judge_{cached.key[:16]}.npz"
+    # Another machine's judge of the same key: same data and settings, other weights.
+    other = {k: v * 1.01 for k, v in cj.flat_weights(cached.model).items()}
+    restamp(tmp_path / "shipped" / name, other, cached.key)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a stored judge should have been loaded")
+
+    monkeypatch.setattr(cj, "train_classifier", no_training)
+    shipped = ClassifierJudge.fit_or_load(images, labels, NUM_CLASSES, TINY, tmp_path / "cache", shipped=tmp_path / "shipped")
+    assert shipped.sha1 == cj.weights_sha1(other) != cached.sha1
+    np.testing.assert_allclose(cj.flat_weights(shipped.model)["head/bias"], other["head/bias"])
+
+    restamp(tmp_path / "shipped" / name, other, cached.key, sha1=cached.sha1)  # weights that are not the ones recorded
+    with caplog.at_level("WARNING"):
+        fallback = ClassifierJudge.fit_or_load(images, labels, NUM_CLASSES, TINY, tmp_path / "cache", shipped=tmp_path / "shipped")
+    assert "does not match" in caplog.text and fallback.sha1 == cached.sha1
+
+    restamp(tmp_path / "shipped" / name, other, "0" * 40)  # trained under another key: not this judge
+    assert ClassifierJudge.fit_or_load(images, labels, NUM_CLASSES, TINY, tmp_path / "cache", shipped=tmp_path / "shipped").sha1 == cached.sha1
+
+
+@pytest.mark.parametrize("path", sorted(cj.SHIPPED.glob("*.npz")), ids=lambda p: p.name)
+def test_shipped_judges_are_intact(path):
+    """Each shipped judge's weights hash to the SHA-1 recorded beside them, it is named by its key,
+    and it fits the default architecture on 32x32 grey images of 10 classes (the Fashion-MNIST domain)."""
+    with np.load(path) as stored:
+        weights = {name[len("w:") :]: stored[name] for name in stored.files if name.startswith("w:")}
+        sha1, key = str(stored["sha1"]), str(stored["key"])
+    assert cj.weights_sha1(weights) == sha1 and path.name == f"classifier_judge_{key[:16]}.npz"
+    config = JudgeConfig()
+    from flax import nnx
+
+    model = cj.ConvClassifier((32, 32, 1), 10, config.conv_channels, config.features, rngs=nnx.Rngs(0))
+    assert cj._load_verified(model, path, key) and ClassifierJudge(model).sha1 == sha1
+
+
+def test_the_fashion_mnist_judge_is_shipped():
+    assert any(cj.SHIPPED.glob("*.npz")), "the Fashion-MNIST judge of the published tables should ship with the package"
