@@ -134,7 +134,6 @@ def _load_weights(model: nnx.Module, weights: dict[str, np.ndarray]) -> None:
     nnx.update(model, nnx.from_flat_state(flat))
 
 
-
 def _load_verified(model: nnx.Module, path: Path, key: str) -> bool:
     """Load the judge stored at ``path`` into ``model`` if it is there, was trained under ``key`` and its
     weights still hash to the SHA-1 recorded beside them; a file that fails the check is reported and skipped."""
@@ -220,12 +219,12 @@ class ClassifierJudge:
         name = f"classifier_judge_{key[:16]}.npz"
         model = ConvClassifier(tuple(images.shape[1:]), num_classes, list(config.conv_channels), config.features, rngs=nnx.Rngs(config.seed))
         for folder in (shipped, cache_dir):
-            if folder is not None and _load_verified(model, Path(folder).expanduser() / name, key):
+            if folder and _load_verified(model, Path(folder).expanduser() / name, key):
                 return cls(model, key)
         log.info("Training the classifier judge (%d images, %d epochs).", len(images), config.epochs)
         model = train_classifier(images, labels, num_classes, config)
         judge = cls(model, key)
-        if cache_dir is not None:
+        if cache_dir:
             path = Path(cache_dir).expanduser() / name
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(path.name + ".tmp")
