@@ -325,8 +325,10 @@ class ImageDomain:
         """uint8 images in batches; batch ``i`` uses the same noise and labels at every budget.
 
         ``labels`` (num_samples,) fixes the classes drawn; otherwise they are :meth:`sample_cond`'s.
-        Every call draws a full batch (one compiled shape); the last one is truncated.
+        Every call draws a full batch (one compiled shape); the last one is truncated. A request smaller
+        than ``batch_size`` draws just that many: 2 samples never cost a batch of 500.
         """
+        batch_size = min(batch_size, num_samples)
         base = jax.random.key(seed)
         for i, start in enumerate(range(0, num_samples, batch_size)):
             if labels is None or self.num_classes <= 0:

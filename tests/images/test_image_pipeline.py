@@ -228,6 +228,25 @@ def test_pixel_and_latent_domains_see_the_same_stream(image_dir, vae_dir, cli_la
     assert set(latent.sample_cond(50, seed=1).tolist()) == {0, 1}
 
 
+def test_generate_draws_no_more_than_asked(image_dir, vae_dir):
+    """Every sampler call has one shape, the batch size; a request below it draws only what it needs."""
+    import jax.numpy as jnp
+
+    domain = ImageDomain(_domain_cfg(image_dir, vae_dir))
+    sizes = []
+
+    def sample_fn(key, num_steps, batch_size, cond):
+        sizes.append(batch_size)
+        assert len(cond) == batch_size
+        return jnp.zeros((batch_size, *domain.sample_shape))
+
+    images = np.concatenate(list(domain.generate(sample_fn, 2, 3, 500)))
+    assert images.shape[0] == 3 and sizes == [3]
+    sizes.clear()
+    images = np.concatenate(list(domain.generate(sample_fn, 2, 7, 3, labels=np.arange(7) % 2)))
+    assert images.shape[0] == 7 and sizes == [3, 3, 3]
+
+
 def _frechet_low_rank(mu1, sigma1, mu2, sigma2, probes: int = 32):
     """The Fréchet distance for a ``sigma1`` of rank below ``probes`` (the covariance of a few images).
 
