@@ -90,6 +90,7 @@ def section() -> str:
         table_rows("paper_table_digits_older", "8x8 digits, older comparison methods", "Fréchet distance, digit classifier",
                    ["consistency", "consistency_distillation", "progressive", "reflow", "reflow_two_stage"]),
         table_rows("fmnist", "Fashion-MNIST", "Fréchet distance, Fashion-MNIST classifier"),
+        table_rows("fmnist_shipped_judge", "Fashion-MNIST, scored by the shipped judge", "Fréchet distance, Fashion-MNIST classifier"),
         table_rows("fmnist_three_seeds", "Fashion-MNIST, shortcut against flow matching", "Fréchet distance, Fashion-MNIST classifier"),
         table_rows("fmnist_adaptive_three_seeds", "Fashion-MNIST, MeanFlow's adaptive loss weight", "Fréchet distance, Fashion-MNIST classifier",
                    ["shortcut_adaptive", "flow_matching_adaptive"]),
