@@ -93,7 +93,7 @@ def section() -> str:
         table_rows("fmnist_shipped_judge", "Fashion-MNIST, scored by the shipped judge", "Fréchet distance, Fashion-MNIST classifier"),
         table_rows("fmnist_shipped_judge_seeds", "Fashion-MNIST, scored by the shipped judge, rows with more seeds",
                    "Fréchet distance, Fashion-MNIST classifier"),
-        table_rows("fmnist_shipped_judge_three_seeds", "Fashion-MNIST, scored by the shipped judge, shortcut against flow matching",
+        table_rows("fmnist_shipped_judge_three_seeds", "Fashion-MNIST, scored by the shipped judge, rows with three seeds",
                    "Fréchet distance, Fashion-MNIST classifier"),
         table_rows("fmnist_three_seeds", "Fashion-MNIST, shortcut against flow matching", "Fréchet distance, Fashion-MNIST classifier"),
         table_rows("fmnist_adaptive_three_seeds", "Fashion-MNIST, MeanFlow's adaptive loss weight", "Fréchet distance, Fashion-MNIST classifier",
