@@ -450,6 +450,15 @@ def group_runs(results: list[RunResult], value_of: Any) -> dict[Any, list[RunRes
     return groups
 
 
+def effective_overrides(overrides: list[str]) -> list[str]:
+    """The overrides as Hydra applies them: where a key is set twice (a domain default, then ``--set``), only the last
+    setting, in its place; so the printed setting is the one the runs trained with."""
+    def key(override: str) -> str:
+        return override.split("=", 1)[0].lstrip("+~")
+    last = {key(o): i for i, o in enumerate(overrides)}
+    return [o for i, o in enumerate(overrides) if last[key(o)] == i]
+
+
 def write_report(results: list[RunResult], methods: list[str], domain: str, budget: str, command: str, overrides: list[str],
                  ratios: dict[str, float], out: Path, name: str) -> Path:
     md, png = out / f"{name}.md", out / f"{name}.png"
@@ -468,7 +477,7 @@ def write_report(results: list[RunResult], methods: list[str], domain: str, budg
         "```",
         "",
         *provenance(results, command),
-        f"Shared setting (every method, seeds {', '.join(map(str, seeds))}): `{' '.join(overrides)}`; evaluation of the EMA weights at "
+        f"Shared setting (every method, seeds {', '.join(map(str, seeds))}): `{' '.join(effective_overrides(overrides))}`; evaluation of the EMA weights at "
         "1, 2, 4, ..., 128 Euler steps from the same noise. Two-phase methods spend half the steps on a flow-matching teacher "
         "(counted in the total). Cells: mean ± standard deviation over seeds.",
         "",
