@@ -304,12 +304,25 @@ def by_seed(row: dict[str, Any], key: str, other: dict[str, Any], other_key: str
     return f" (by seed: ahead on {ahead}, level on {len(gaps) - ahead - behind}, behind on {behind})"
 
 
+def seeds_by_machine(entry: dict[str, Any], machine: str) -> dict[str, list[str]]:
+    """The seeds of a row by the machine that ran them: each seed's origin names its machine; a seed
+    stored before origins did is the row's (``machine`` for rows that name none)."""
+    fallback = entry.get("machine", machine)
+    on: dict[str, set[str]] = {}
+    for method, row in entry["methods"].items():
+        for seed, record in seed_records(row, entry, method).items():
+            on.setdefault(record.get("origin", {}).get("machine", fallback), set()).add(seed)
+    return {name: sorted(seeds, key=int) for name, seeds in on.items()} or {fallback: []}
+
+
 def machines_line(results: dict[str, Any], machine: str) -> str:
-    """The machines the stored rows ran on (each row records its own; ``machine`` for rows that
-    do not), so that a file rendered on one machine does not claim rows measured on another."""
+    """The machines the stored rows ran on, so that a file rendered on one machine does not claim rows
+    measured on another; a row whose seeds ran on several machines is named under each with its seeds."""
     tasks_on: dict[str, list[str]] = {}
     for task in ordered(results):
-        tasks_on.setdefault(results[task].get("machine", machine), []).append(task)
+        on = seeds_by_machine(results[task], machine)
+        for name, seeds in on.items():
+            tasks_on.setdefault(name, []).append(task if len(on) == 1 else f"{task} seeds {', '.join(seeds)}")
     if len(tasks_on) <= 1:
         return f"Machine: {next(iter(tasks_on), machine)}."
     return "Machines: " + "; ".join(f"{name} ({', '.join(tasks)})" for name, tasks in tasks_on.items()) + "."
@@ -465,7 +478,7 @@ def main() -> None:
         entry.update(command=" ".join(command), machine=machine, finished=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
         for row in entry["methods"].values():
             for record in row["per_seed"].values():
-                record["origin"] = {"command": entry["command"], "finished": entry["finished"]}
+                record["origin"] = {"command": entry["command"], "finished": entry["finished"], "machine": machine}
         # Re-read first: another invocation may have added a task meanwhile.
         stored = json.loads(json_path.read_text()) if json_path.is_file() else {"results": {}}
         key = f"{task} [{args.label}]" if args.label else task
@@ -516,9 +529,12 @@ def same_objective(stored: dict[str, Any], current: dict[str, Any], method: str)
 
 def seed_records(row: dict[str, Any], entry: dict[str, Any], method: str) -> dict[str, dict[str, Any]]:
     """A stored row's per-seed numbers, each with its origin; a row stored before seeds were
-    recorded is seed 0 of the run that made it (the entry's, or the one its ``kept_rows`` name)."""
+    recorded is seed 0 of the run that made it (the entry's, or the one its ``kept_rows`` name).
+    An origin stored before origins named their machine gets the entry's, so that merging in a
+    seed run on another machine does not relabel it."""
     if "per_seed" in row:
-        return row["per_seed"]
+        machine = {"machine": entry["machine"]} if "machine" in entry else {}
+        return {seed: {**record, "origin": {**machine, **record.get("origin", {})}} for seed, record in row["per_seed"].items()}
     made_by = next((g for g in entry.get("kept_rows", []) if method in g["methods"]), entry)
     numbers = {k: v for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     return {"0": {**numbers, "origin": {"command": made_by["command"], "finished": made_by["finished"]}}}

@@ -165,3 +165,21 @@ def test_header_names_the_machine_of_every_row():
     assert machines_line(rows, "C") == "Machines: A (reacher); C (pointmaze_large); B (cube_single)."
     assert machines_line({"reacher": dict(FULL, machine="A")}, "C") == "Machine: A."
     assert machines_line({}, "C") == "Machine: C."
+
+
+def test_a_row_whose_seeds_ran_on_two_machines_names_both():
+    from benchmarks.robot_policies import machines_line
+
+    def run(seed: str, command: str, finished: str, machine: str) -> dict:
+        methods = {m: seeded({seed: 0.1}, command, finished) for m in ("shortcut", "flow_matching", "bc")}
+        if machine == "B":  # a run that names its machine in each seed's origin; "A" ran before origins did
+            for row_ in methods.values():
+                row_["per_seed"][seed]["origin"]["machine"] = machine
+        return entry(methods, command, finished, machine=machine)
+
+    merged = merge_methods(run("0", "--seeds 0", "T1", "A"), run("1", "--seeds 1", "T2", "B"))
+    assert merged["machine"] == "B"  # the latest run's; the seeds keep their own
+    assert {m: {s: r["origin"]["machine"] for s, r in row_["per_seed"].items()} for m, row_ in merged["methods"].items()} == {
+        m: {"0": "A", "1": "B"} for m in ("shortcut", "flow_matching", "bc")}
+    assert machines_line({"cube_single": merged, "reacher": dict(FULL, machine="B")}, "C") == (
+        "Machines: B (reacher, cube_single seeds 1); A (cube_single seeds 0).")  # in the tables' task order
