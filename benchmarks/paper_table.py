@@ -91,6 +91,9 @@ METHODS = [
     Method("shortcut_quarter", "Shortcut, 1/4 bootstrap", ("objective=shortcut", "objective.bootstrap_fraction=0.25"), False),
     Method("flow_matching_logit_normal", "Flow matching, logit-normal t", ("objective=flow_matching", "objective.t_sampling=logit_normal"),
            False),
+    # The shortcut trains t on the 1/M grid, flow matching uniform t: each with the other's.
+    Method("shortcut_uniform_t", "Shortcut, uniform t", ("objective=shortcut", "objective.t_sampling=uniform"), False),
+    Method("flow_matching_grid_t", "Flow matching, t on the 1/128 grid", ("objective=flow_matching", "objective.t_sampling=grid"), False),
     Method("shortcut_adaptive", "Shortcut, adaptive weight (p = 1) on the d = 0 rows", ("objective=shortcut", "objective.adaptive_p=1"), False),
     Method("shortcut_adaptive_all_rows", "Shortcut, adaptive weight (p = 1) on every row",
            ("objective=shortcut", "objective.adaptive_p=1", "objective.adaptive_rows=all"), False),

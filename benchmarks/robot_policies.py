@@ -304,15 +304,24 @@ def by_seed(row: dict[str, Any], key: str, other: dict[str, Any], other_key: str
     return f" (by seed: ahead on {ahead}, level on {len(gaps) - ahead - behind}, behind on {behind})"
 
 
-def seeds_by_machine(entry: dict[str, Any], machine: str) -> dict[str, list[str]]:
-    """The seeds of a row by the machine that ran them: each seed's origin names its machine; a seed
-    stored before origins did is the row's (``machine`` for rows that name none)."""
+def seeds_by_machine(entry: dict[str, Any], machine: str) -> dict[str, dict[str, list[str]]]:
+    """The seeds of a row by the machine that ran them, per method: each seed's origin names its
+    machine; a seed stored before origins did is the row's (``machine`` for rows that name none)."""
     fallback = entry.get("machine", machine)
-    on: dict[str, set[str]] = {}
+    on: dict[str, dict[str, list[str]]] = {}
     for method, row in entry["methods"].items():
         for seed, record in seed_records(row, entry, method).items():
-            on.setdefault(record.get("origin", {}).get("machine", fallback), set()).add(seed)
-    return {name: sorted(seeds, key=int) for name, seeds in on.items()} or {fallback: []}
+            on.setdefault(record.get("origin", {}).get("machine", fallback), {}).setdefault(method, []).append(seed)
+    return {name: {m: sorted(seeds, key=int) for m, seeds in by_method.items()} for name, by_method in on.items()} or {fallback: {}}
+
+
+def seeds_phrase(by_method: dict[str, list[str]]) -> str:
+    """'seeds 0, 1' when every method ran the same seeds on a machine, else each method's."""
+    def seeds(items: list[str]) -> str:
+        return f"seed{'s' if len(items) > 1 else ''} {', '.join(items)}"
+    if len({tuple(v) for v in by_method.values()}) == 1:
+        return seeds(next(iter(by_method.values())))
+    return " / ".join(f"{LABELS[m]} {seeds(v)}" for m, v in by_method.items())
 
 
 def machines_line(results: dict[str, Any], machine: str) -> str:
@@ -321,8 +330,8 @@ def machines_line(results: dict[str, Any], machine: str) -> str:
     tasks_on: dict[str, list[str]] = {}
     for task in ordered(results):
         on = seeds_by_machine(results[task], machine)
-        for name, seeds in on.items():
-            tasks_on.setdefault(name, []).append(task if len(on) == 1 else f"{task} seeds {', '.join(seeds)}")
+        for name, by_method in on.items():
+            tasks_on.setdefault(name, []).append(task if len(on) == 1 else f"{task} {seeds_phrase(by_method)}")
     if len(tasks_on) <= 1:
         return f"Machine: {next(iter(tasks_on), machine)}."
     return "Machines: " + "; ".join(f"{name} ({', '.join(tasks)})" for name, tasks in tasks_on.items()) + "."
@@ -482,6 +491,10 @@ def main() -> None:
         # Re-read first: another invocation may have added a task meanwhile.
         stored = json.loads(json_path.read_text()) if json_path.is_file() else {"results": {}}
         key = f"{task} [{args.label}]" if args.label else task
+        changed = changed_settings(stored["results"][key], entry) if key in stored["results"] else []
+        if changed:  # the stored row's seeds leave this file: say so before writing
+            print(f"{key}: settings {', '.join(changed)} differ from the stored row's; this run replaces that row "
+                  f"(give --label to keep both)", file=sys.stderr)
         stored["results"][key] = merge_methods(stored["results"].get(key), entry)
         stored["results"] = {k: stored["results"][k] for k in ordered(stored["results"])}  # the tables' order
         stored.get("not_run", {}).pop(task, None)
@@ -505,7 +518,7 @@ def merge_methods(previous: dict[str, Any] | None, entry: dict[str, Any]) -> dic
     adds seeds to a stored seed 0; each seed keeps the command and time of the run that made it,
     and the wall time becomes the sum over every seed of every row.
     """
-    if previous is None or any(previous.get(k) != entry.get(k) for k in SHARED_SETTINGS):
+    if previous is None or changed_settings(previous, entry):
         return entry
     rows = {}
     for method in METHODS:
@@ -520,6 +533,11 @@ def merge_methods(previous: dict[str, Any] | None, entry: dict[str, Any]) -> dic
     merged["methods"] = rows
     merged["wall_s"] = entry["wall_s"] - fresh + sum(r["train_s"] + r["eval_s"] for r in rows.values())
     return merged
+
+
+def changed_settings(previous: dict[str, Any], entry: dict[str, Any]) -> list[str]:
+    """The shared settings in which a new run of a task differs from the stored one (then it replaces it)."""
+    return [k for k in SHARED_SETTINGS if previous.get(k) != entry.get(k)]
 
 
 def same_objective(stored: dict[str, Any], current: dict[str, Any], method: str) -> bool:

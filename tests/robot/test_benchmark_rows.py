@@ -3,6 +3,7 @@
 import pytest
 
 from benchmarks.robot_policies import (
+    changed_settings,
     combine_seeds,
     extra_scales,
     merge_methods,
@@ -98,8 +99,10 @@ def test_objective_settings_added_later_join_at_their_default():
 
 
 def test_different_settings_replace_the_whole_task():
-    merged = merge_methods(FULL, entry({"shortcut": row(0.9)}, "--methods shortcut", "T2", episodes=50))
+    changed = entry({"shortcut": row(0.9)}, "--methods shortcut", "T2", episodes=50)
+    merged = merge_methods(FULL, changed)
     assert list(merged["methods"]) == ["shortcut"] and "kept_rows" not in merged
+    assert changed_settings(FULL, changed) == ["episodes"] and changed_settings(FULL, FULL) == []
 
 
 def test_scaled_noise_rows_get_their_own_table():
@@ -182,4 +185,8 @@ def test_a_row_whose_seeds_ran_on_two_machines_names_both():
     assert {m: {s: r["origin"]["machine"] for s, r in row_["per_seed"].items()} for m, row_ in merged["methods"].items()} == {
         m: {"0": "A", "1": "B"} for m in ("shortcut", "flow_matching", "bc")}
     assert machines_line({"cube_single": merged, "reacher": dict(FULL, machine="B")}, "C") == (
-        "Machines: B (reacher, cube_single seeds 1); A (cube_single seeds 0).")  # in the tables' task order
+        "Machines: B (reacher, cube_single seed 1); A (cube_single seed 0).")  # in the tables' task order
+    one_method = merge_methods(merged, entry({"bc": seeded({"2": 0.1}, "--seeds 2 --methods bc", "T3")}, "--seeds 2 --methods bc",
+                                             "T3", machine="A"))
+    assert machines_line({"cube_single": one_method}, "C") == (
+        "Machines: A (cube_single shortcut seed 0 / flow matching seed 0 / MSE BC seeds 0, 2); B (cube_single seed 1).")
