@@ -55,7 +55,6 @@ def test_report_without_a_timing_phase_says_so(tmp_path):
     assert "step time / flow matching" not in text  # no step-time goal without a measured ratio
 
 
-
 def test_the_shared_setting_line_prints_the_setting_that_wins(tmp_path):
     from benchmarks.paper_table import write_report
 
@@ -64,6 +63,7 @@ def test_the_shared_setting_line_prints_the_setting_that_wins(tmp_path):
     text = write_report(results, ["flow_matching", "shortcut"], "toy2d", "quick", "cmd", overrides, {}, tmp_path, "t").read_text()
     assert "`domain=toy2d train.batch_size=64 train.steps=20000`" in text
     assert "train.steps=5000" not in text
+
 
 def test_sampling_only_rows_change_no_training_setting():
     from benchmarks.common import compose_config
