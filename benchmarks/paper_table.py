@@ -94,6 +94,9 @@ METHODS = [
     # The shortcut trains t on the 1/M grid, flow matching uniform t: each with the other's.
     Method("shortcut_uniform_t", "Shortcut, uniform t", ("objective=shortcut", "objective.t_sampling=uniform"), False),
     Method("flow_matching_grid_t", "Flow matching, t on the 1/128 grid", ("objective=flow_matching", "objective.t_sampling=grid"), False),
+    # The default's weights sampled with d = 1/n at every budget (no hand-over to d = 0 from 16 steps on).
+    Method("shortcut_shortcut_queries", "Shortcut, d = 1/n at every budget", ("objective=shortcut",), False, samples_of="shortcut",
+           sampling=("objective.flow_budget=null",)),
     Method("shortcut_adaptive", "Shortcut, adaptive weight (p = 1) on the d = 0 rows", ("objective=shortcut", "objective.adaptive_p=1"), False),
     Method("shortcut_adaptive_all_rows", "Shortcut, adaptive weight (p = 1) on every row",
            ("objective=shortcut", "objective.adaptive_p=1", "objective.adaptive_rows=all"), False),
