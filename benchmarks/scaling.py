@@ -28,6 +28,7 @@ def measure(spec: dict) -> dict:
     """In the subprocess: compile, warm up, then time ``steps`` steps."""
     import jax
     import numpy as np
+
     from shortcutlib import parallel
     from shortcutlib.config import compose_config
     from shortcutlib.run import build_domain
