@@ -75,8 +75,22 @@ class Method:
 PAPER_SHORTCUT = ("objective=shortcut", "objective.bootstrap_fraction=0.25", "objective.level_decay=1.0", "objective.bootstrap_ema=true",
                   "objective.clip_intermediate=4.0", "objective.clip_target=4.0", "objective.flow_budget=128",
                   "objective.flow_rows=rest")
+
+
+def with_shortcut_queries(of: Method) -> Method:
+    """A sampling-only row: ``of``'s weights sampled with d = 1/n at every budget (no hand-over to d = 0)."""
+    return Method(f"{of.key}_shortcut_queries", f"{of.label.removesuffix(' on the d = 0 rows')}, d = 1/n at every budget", of.overrides,
+                  False, samples_of=of.key, sampling=("objective.flow_budget=null",))
+
+
+SHORTCUT = Method("shortcut", "Shortcut", ("objective=shortcut",))
+SHORTCUT_ADAPTIVE = Method("shortcut_adaptive", "Shortcut, adaptive weight (p = 1) on the d = 0 rows",
+                           ("objective=shortcut", "objective.adaptive_p=1"), False)
+# p = 1/2: each example's gradient is that of 2 sqrt(e + c), a pseudo-Huber loss (a median, not the modes).
+SHORTCUT_PSEUDO_HUBER = Method("shortcut_pseudo_huber", "Shortcut, adaptive weight (p = 1/2) on the d = 0 rows",
+                               ("objective=shortcut", "objective.adaptive_p=0.5"), False)
 METHODS = [
-    Method("shortcut", "Shortcut", ("objective=shortcut",)),
+    SHORTCUT,
     Method("shortcut_paper", "Shortcut (paper settings)", PAPER_SHORTCUT),
     Method("flow_matching", "Flow matching", ("objective=flow_matching",)),
     Method("meanflow", "MeanFlow", ("objective=meanflow",)),
@@ -94,23 +108,16 @@ METHODS = [
     # The shortcut trains t on the 1/M grid, flow matching uniform t: each with the other's.
     Method("shortcut_uniform_t", "Shortcut, uniform t", ("objective=shortcut", "objective.t_sampling=uniform"), False),
     Method("flow_matching_grid_t", "Flow matching, t on the 1/128 grid", ("objective=flow_matching", "objective.t_sampling=grid"), False),
-    # The default's weights sampled with d = 1/n at every budget (no hand-over to d = 0 from 16 steps on).
-    Method("shortcut_shortcut_queries", "Shortcut, d = 1/n at every budget", ("objective=shortcut",), False, samples_of="shortcut",
-           sampling=("objective.flow_budget=null",)),
-    Method("shortcut_adaptive", "Shortcut, adaptive weight (p = 1) on the d = 0 rows", ("objective=shortcut", "objective.adaptive_p=1"), False),
+    with_shortcut_queries(SHORTCUT),
+    SHORTCUT_ADAPTIVE,
     Method("shortcut_adaptive_all_rows", "Shortcut, adaptive weight (p = 1) on every row",
            ("objective=shortcut", "objective.adaptive_p=1", "objective.adaptive_rows=all"), False),
     Method("flow_matching_adaptive", "Flow matching, adaptive weight (p = 1)", ("objective=flow_matching", "objective.adaptive_p=1"), False),
-    Method("shortcut_adaptive_shortcut_queries", "Shortcut, adaptive weight (p = 1), d = 1/n at every budget",
-           ("objective=shortcut", "objective.adaptive_p=1"), False, samples_of="shortcut_adaptive", sampling=("objective.flow_budget=null",)),
-    # p = 1/2: each example's gradient is that of 2 sqrt(e + c), a pseudo-Huber loss (a median, not the modes).
-    Method("shortcut_pseudo_huber", "Shortcut, adaptive weight (p = 1/2) on the d = 0 rows",
-           ("objective=shortcut", "objective.adaptive_p=0.5"), False),
+    with_shortcut_queries(SHORTCUT_ADAPTIVE),
+    SHORTCUT_PSEUDO_HUBER,
     Method("flow_matching_pseudo_huber", "Flow matching, adaptive weight (p = 1/2)", ("objective=flow_matching", "objective.adaptive_p=0.5"),
            False),
-    Method("shortcut_pseudo_huber_shortcut_queries", "Shortcut, adaptive weight (p = 1/2), d = 1/n at every budget",
-           ("objective=shortcut", "objective.adaptive_p=0.5"), False, samples_of="shortcut_pseudo_huber",
-           sampling=("objective.flow_budget=null",)),
+    with_shortcut_queries(SHORTCUT_PSEUDO_HUBER),
     Method("consistency", "Consistency training", ("objective=consistency",)),
     Method("consistency_distillation", "Consistency distillation", ("objective=consistency_distillation",)),
     Method("progressive", "Progressive distillation", ("objective=progressive",)),
