@@ -172,3 +172,13 @@ def test_the_report_names_the_judge_beside_the_floor(tmp_path):
     text = write_report([replace(r, evaluator="d" * 40) for r in scored], ["flow_matching", "shortcut"], "digits", "quick", "cmd", [], {},
                         tmp_path, "t").read_text()
     assert f"same sample size): 0.500. Scored by the classifier judge with weights SHA-1 {'d' * 40}." in text
+
+
+def test_paired_differences_are_seed_by_seed_and_skip_unshared_seeds():
+    from benchmarks.paired import paired_differences
+
+    def run(method, seed, fd1, fd4):
+        return {"method": method, "seed": seed, "metrics": {"fd@1": fd1, "fd@4": fd4, "class_acc@1": 0.9}}
+
+    data = [run("a", 0, 3.0, 1.0), run("a", 1, 5.0, 2.0), run("a", 2, 9.0, 9.0), run("b", 0, 1.0, 1.5), run("b", 1, 4.0, 1.0)]
+    assert paired_differences(data, "fd", "a", "b") == {1: [2.0, 1.0], 4: [-0.5, 1.0]}
