@@ -118,6 +118,8 @@ METHODS = [
     Method("flow_matching_pseudo_huber", "Flow matching, adaptive weight (p = 1/2)", ("objective=flow_matching", "objective.adaptive_p=0.5"),
            False),
     with_shortcut_queries(SHORTCUT_PSEUDO_HUBER),
+    Method("shortcut_pseudo_huber_sixteenth", "Shortcut, adaptive weight (p = 1/2), 1/16 bootstrap",
+           ("objective=shortcut", "objective.adaptive_p=0.5", "objective.bootstrap_fraction=0.0625"), False),
     Method("consistency", "Consistency training", ("objective=consistency",)),
     Method("consistency_distillation", "Consistency distillation", ("objective=consistency_distillation",)),
     Method("progressive", "Progressive distillation", ("objective=progressive",)),
