@@ -89,6 +89,9 @@ SHORTCUT_ADAPTIVE = Method("shortcut_adaptive", "Shortcut, adaptive weight (p = 
 # p = 1/2: each example's gradient is that of 2 sqrt(e + c), a pseudo-Huber loss (a median, not the modes).
 SHORTCUT_PSEUDO_HUBER = Method("shortcut_pseudo_huber", "Shortcut, adaptive weight (p = 1/2) on the d = 0 rows",
                                ("objective=shortcut", "objective.adaptive_p=0.5"), False)
+# The cheaper share (about 1.07x flow matching's step time on the DiT) with that loss.
+SHORTCUT_PSEUDO_HUBER_SIXTEENTH = Method("shortcut_pseudo_huber_sixteenth", "Shortcut, adaptive weight (p = 1/2), 1/16 bootstrap",
+                                         ("objective=shortcut", "objective.adaptive_p=0.5", "objective.bootstrap_fraction=0.0625"), False)
 METHODS = [
     SHORTCUT,
     Method("shortcut_paper", "Shortcut (paper settings)", PAPER_SHORTCUT),
@@ -118,8 +121,8 @@ METHODS = [
     Method("flow_matching_pseudo_huber", "Flow matching, adaptive weight (p = 1/2)", ("objective=flow_matching", "objective.adaptive_p=0.5"),
            False),
     with_shortcut_queries(SHORTCUT_PSEUDO_HUBER),
-    Method("shortcut_pseudo_huber_sixteenth", "Shortcut, adaptive weight (p = 1/2), 1/16 bootstrap",
-           ("objective=shortcut", "objective.adaptive_p=0.5", "objective.bootstrap_fraction=0.0625"), False),
+    SHORTCUT_PSEUDO_HUBER_SIXTEENTH,
+    with_shortcut_queries(SHORTCUT_PSEUDO_HUBER_SIXTEENTH),
     Method("consistency", "Consistency training", ("objective=consistency",)),
     Method("consistency_distillation", "Consistency distillation", ("objective=consistency_distillation",)),
     Method("progressive", "Progressive distillation", ("objective=progressive",)),
