@@ -89,7 +89,7 @@ SHORTCUT_ADAPTIVE = Method("shortcut_adaptive", "Shortcut, adaptive weight (p = 
 # p = 1/2: each example's gradient is that of 2 sqrt(e + c), a pseudo-Huber loss (a median, not the modes).
 SHORTCUT_PSEUDO_HUBER = Method("shortcut_pseudo_huber", "Shortcut, adaptive weight (p = 1/2) on the d = 0 rows",
                                ("objective=shortcut", "objective.adaptive_p=0.5"), False)
-# The cheaper share (about 1.07x flow matching's step time on the DiT) with that loss.
+# That loss with half the default self-consistency share: less extra compute per step.
 SHORTCUT_PSEUDO_HUBER_SIXTEENTH = Method("shortcut_pseudo_huber_sixteenth", "Shortcut, adaptive weight (p = 1/2), 1/16 bootstrap",
                                          ("objective=shortcut", "objective.adaptive_p=0.5", "objective.bootstrap_fraction=0.0625"), False)
 METHODS = [
