@@ -182,3 +182,21 @@ def test_paired_differences_are_seed_by_seed_and_skip_unshared_seeds():
 
     data = [run("a", 0, 3.0, 1.0), run("a", 1, 5.0, 2.0), run("a", 2, 9.0, 9.0), run("b", 0, 1.0, 1.5), run("b", 1, 4.0, 1.0)]
     assert paired_differences(data, "fd", "a", "b") == {1: [2.0, 1.0], 4: [-0.5, 1.0]}
+
+
+def test_paired_reads_robot_rows_as_task_and_method_with_a_key_suffix():
+    from benchmarks.paired import paired_differences, rows_and_runs
+
+    def seeds(*pairs):
+        return {"per_seed": {str(s): {"success@1": a, "success@1|noise=0": b, "success@4|noise=0": b} for s, (a, b) in enumerate(pairs)}}
+
+    data = {"results": {"cube": {"methods": {"shortcut": seeds((0.2, 0.5), (0.4, 0.1))}},
+                        "cube [p]": {"methods": {"shortcut": seeds((0.3, 0.25), (0.4, 0.3))}}}}
+    rows, runs, metric = rows_and_runs(data)
+    assert rows == ["cube [p]/shortcut", "cube/shortcut"] and metric == "success"
+
+    def rounded(diffs):
+        return {n: [round(d, 9) for d in values] for n, values in diffs.items()}
+
+    assert rounded(paired_differences(runs, metric, "cube [p]/shortcut", "cube/shortcut")) == {1: [0.1, 0.0]}
+    assert rounded(paired_differences(runs, metric, "cube [p]/shortcut", "cube/shortcut", "|noise=0")) == {1: [-0.25, 0.2], 4: [-0.25, 0.2]}
