@@ -106,6 +106,9 @@ METHODS = [
            ("objective=shortcut", "objective.flow_rows=rest", "objective.t_sampling=logit_normal"), False),
     Method("shortcut_sixteenth", "Shortcut, 1/16 bootstrap", ("objective=shortcut", "objective.bootstrap_fraction=0.0625"), False),
     Method("shortcut_quarter", "Shortcut, 1/4 bootstrap", ("objective=shortcut", "objective.bootstrap_fraction=0.25"), False),
+    # Level shares proportional to (1/4)^j instead of (1/2)^j: three quarters of the self-consistency rows train one step.
+    Method("shortcut_one_step_levels", "Shortcut, level shares decaying by 1/4", ("objective=shortcut", "objective.level_decay=0.25"),
+           False),
     Method("flow_matching_logit_normal", "Flow matching, logit-normal t", ("objective=flow_matching", "objective.t_sampling=logit_normal"),
            False),
     # The shortcut trains t on the 1/M grid, flow matching uniform t: each with the other's.
