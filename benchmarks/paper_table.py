@@ -74,7 +74,7 @@ class Method:
 # The shortcut paper's reference settings, as its experiment configs pin them.
 PAPER_SHORTCUT = ("objective=shortcut", "objective.bootstrap_fraction=0.25", "objective.level_decay=1.0", "objective.bootstrap_ema=true",
                   "objective.clip_intermediate=4.0", "objective.clip_target=4.0", "objective.flow_budget=128",
-                  "objective.flow_rows=rest")
+                  "objective.flow_rows=rest", "objective.adaptive_p=0")
 
 
 def with_shortcut_queries(of: Method) -> Method:
@@ -224,11 +224,15 @@ def load_stored(paths: list[str]) -> list[RunResult]:
 
 def stored_run(stored: Sequence[RunResult], method: Method, seed: int, overrides: list[str],
                current: dict[str, Any] | None = None) -> RunResult | None:
-    """A stored run of (method, seed) made with the settings these overrides compose to now (``current``)."""
+    """A stored run of ``seed`` made with the settings these overrides compose to now (``current``),
+    under this row's name. The settings decide, not the name a run was stored under: after a domain
+    changes an objective's defaults, the row of the plain objective takes the runs of the row that
+    set those values by hand."""
     current = current if current is not None else flatten(resolved_settings(overrides))
     choice = [o for o in overrides if o.startswith("objective=")][-1:]
     defaults = flatten(resolved_settings([o for o in overrides if not o.startswith("objective.")] + choice))
-    return next((r for r in stored if r.method == method.key and r.seed == seed and same_settings(r.settings, current, defaults)), None)
+    same = sorted((r for r in stored if r.seed == seed and same_settings(r.settings, current, defaults)), key=lambda r: r.method != method.key)
+    return replace(same[0], method=method.key) if same else None
 
 
 def run_dir_of(method: Method, seed: int, settings: list[str], budget: str, work: Path) -> Path:

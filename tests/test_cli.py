@@ -105,3 +105,19 @@ def test_config_dump_shows_every_default(capsys):
     dump = capsys.readouterr().out
     for line in ("_target_: domains.toy.domain.Toy2DDomain", "level_decay: 0.5", "on_nonfinite: stop", "fsdp_min_size: 262144"):
         assert line in dump
+
+
+def test_a_domain_sets_defaults_for_one_objective_only():
+    """configs/domain_objective/<domain>_<objective>.yaml: the pseudo-Huber loss for the shortcut and
+    flow matching on images; other objectives and domains keep their own, the command line wins."""
+    from shortcutlib.config import compose_config
+
+    def power(*overrides: str) -> float:
+        return compose_config(list(overrides)).objective.adaptive_p
+
+    assert power("domain=fmnist") == power("domain=fmnist", "objective=flow_matching") == 0.5
+    assert power("experiment=fmnist_dit") == 0.5  # a domain chosen inside an experiment config
+    assert power("domain=fmnist", "objective=meanflow") == 1.0  # MeanFlow's own
+    assert power() == power("domain=digits", "objective=flow_matching") == 0.5  # the default job's
+    assert power("domain=toy2d") == power("domain=robot", "objective=flow_matching") == 0.0
+    assert power("experiment=fmnist_dit", "objective.adaptive_p=0") == 0.0

@@ -110,12 +110,17 @@ def test_stored_runs_with_the_current_settings_are_taken_instead_of_training(tmp
     current = flatten(resolved_settings(overrides))
     before_adaptive = {k: v for k, v in current.items() if k != "objective.adaptive_p"}  # stored before the setting existed
     run = RunResult("flow_matching", 0, 40, 1.0, 1.0, {"swd@1": 0.5}, before_adaptive, "machine A", "cmd A")
-    assert run_method(method, 0, settings, "quick", tmp_path, fresh=False, stored=[run]) is run
+    assert run_method(method, 0, settings, "quick", tmp_path, fresh=False, stored=[run]) == run
     assert not any(tmp_path.iterdir())  # nothing trained
     assert stored_run([run], method, 1, overrides) is None  # another seed
     assert stored_run([replace(run, settings={**current, "train.lr": 1.0})], method, 0, overrides) is None  # a changed setting
     assert stored_run([replace(run, settings={**before_adaptive, "objective.adaptive_p": 1.0})], method, 0, overrides) is None
     assert stored_run([replace(run, settings={**current, "objective.retired": 1})], method, 0, overrides) is None  # a removed one
+    # the settings decide, not the row a run was stored under: taken under this row's name
+    elsewhere = replace(run, method="flow_matching_pseudo_huber", settings=current)
+    assert stored_run([elsewhere], method, 0, overrides) == replace(elsewhere, method="flow_matching")
+    assert stored_run([elsewhere, run], method, 0, overrides) == run  # its own row's run first
+    assert stored_run([replace(elsewhere, settings={**current, "objective.adaptive_p": 0.5})], method, 0, overrides) is None
 
 
 def test_stored_results_name_their_commands_and_machines(tmp_path):

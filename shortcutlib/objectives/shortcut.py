@@ -35,6 +35,11 @@ Differences from the public reference code, each deliberate (tests cover them):
   budgets of ``flow_budget`` (16) steps or more are served by the d = 0 velocity (the reference
   does so at 128): from 16 steps on, Euler on the d = 0 velocity beat the d = 1/n queries on
   digits and Fashion-MNIST (``benchmarks/results/paper_table_digits.md``).
+A domain may set other defaults for this objective where they were measured there
+(``configs/domain_objective/<domain>_shortcut.yaml``): on digits and Fashion-MNIST, MeanFlow's
+adaptive weight at p = 1/2 (a pseudo-Huber loss) on the d = 0 rows, which helps both this objective
+and flow matching on images but fits a median, not the exact flow's mean velocity, on the 2-D ring
+(``benchmarks/results/*pseudo_huber*.md``).
 The other defaults were chosen one at a time on the 2-D ring over three seeds; ``benchmarks/sweep.py``
 reruns such a comparison (its docstring has the command) and the paper tables
 (``benchmarks/results/paper_table_*.md``) set them against the paper's settings at every budget.
