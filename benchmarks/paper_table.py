@@ -231,8 +231,9 @@ def stored_run(stored: Sequence[RunResult], method: Method, seed: int, overrides
     current = current if current is not None else flatten(resolved_settings(overrides))
     choice = [o for o in overrides if o.startswith("objective=")][-1:]
     defaults = flatten(resolved_settings([o for o in overrides if not o.startswith("objective.")] + choice))
-    same = sorted((r for r in stored if r.seed == seed and same_settings(r.settings, current, defaults)), key=lambda r: r.method != method.key)
-    return replace(same[0], method=method.key) if same else None
+    same = [r for r in stored if r.seed == seed and same_settings(r.settings, current, defaults)]
+    kept = min(same, key=lambda r: r.method != method.key, default=None)  # this row's own run first
+    return replace(kept, method=method.key) if kept else None
 
 
 def run_dir_of(method: Method, seed: int, settings: list[str], budget: str, work: Path) -> Path:
