@@ -29,6 +29,18 @@ def test_goals_name_the_budgets_that_miss():
     assert "1.05" in text and "1.33x" in text
 
 
+def test_goals_of_a_variant_row_are_its_own():
+    """A shortcut variant gets the same goals from its own numbers, named by its label; the library-wide
+    one-step comparison with the paper's settings stays with the default row."""
+    flow = runs("flow_matching", [[1.0, 0.5, 0.2, 0.07, 0.08, 0.08, 0.090, 0.091]] * 2)
+    variant = runs("shortcut_quarter", [[0.2, 0.09, 0.08, 0.08, 0.08, 0.08, 0.090, 0.090]] * 2)
+    paper = runs("shortcut_paper", [[0.5] * 8] * 2)
+    methods = ["shortcut_quarter", "flow_matching", "shortcut_paper"]
+    text = "\n".join(goals(variant + flow + paper, methods, "toy2d", {}, row="shortcut_quarter"))
+    assert "- Shortcut, 1/4 bootstrap swd@1 / its best budget = 2.50 (goal at most 1.3): **not met**" in text
+    assert "**not met** at [8]." in text and "Best one-step row" not in text
+
+
 def test_goals_say_why_none_are_computed_without_a_shortcut_row():
     flow = runs("flow_matching", [[1.0, 0.5, 0.2, 0.07, 0.08, 0.08, 0.090, 0.091]])
     (line,) = goals(flow, ["flow_matching"], "toy2d", {})

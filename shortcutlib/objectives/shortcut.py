@@ -79,6 +79,10 @@ from shortcutlib.velocity import VelocityFn, null_cond
 class Config(ComponentConfig):
     bootstrap_fraction: float = 0.125  # share of each batch spent on self-consistency (paper 1/4, reference code 1/8)
     M: int = 128  # finest budget; trained sizes 1/M ... 1
+    flow_grid: Optional[int] = None  # with t_sampling="grid", d = 0 rows at t on multiples of 1/flow_grid
+    # (null: 1/M); a multiple of M keeps the finest size's Heun query on times the d = 0 rows train
+    bootstrap_weight: float = 1.0  # loss weight of a self-consistency row relative to a d = 0 row: more of the
+    # gradient on the shortcut sizes without more examples (the share sets the examples, and so the compute)
     level_decay: float = 0.5  # bootstrap share of size 2^-j ~ level_decay^j; 1 = equal shares
     bootstrap_ema: bool = False  # targets from EMA weights (the paper), else live weights with stop-gradient
     clip_intermediate: Optional[float] = None  # clip x_{t+d} inside the bootstrap (reference: 4)
@@ -102,8 +106,11 @@ class Config(ComponentConfig):
 
     def __post_init__(self) -> None:
         require(0.0 <= self.bootstrap_fraction <= 1.0, "bootstrap_fraction", self.bootstrap_fraction, "must be in [0, 1].")
+        require(self.bootstrap_weight > 0, "bootstrap_weight", self.bootstrap_weight, "must be positive; 1 weighs every row alike.")
         require(self.level_decay > 0, "level_decay", self.level_decay, "must be positive; 1 spreads examples equally.")
         require(self.M >= 1 and math.log2(self.M).is_integer(), "M", self.M, "must be a power of two, e.g. 128.")
+        require(self.flow_grid is None or (self.flow_grid >= self.M and self.flow_grid % self.M == 0), "flow_grid",
+                self.flow_grid, f"must be a multiple of M ({self.M}), e.g. 128, or null for M.")
         require_choice("t_sampling", self.t_sampling, ("grid", "uniform", "logit_normal"))
         require_choice("flow_rows", self.flow_rows, ("rest", "all"))
         require(self.flow_budget is None or self.flow_budget >= 1, "flow_budget", self.flow_budget, "must be at least 1, or null.")
@@ -197,7 +204,7 @@ def bootstrap_part(
         d=d_target,
         cond=cond,
         v_target=jax.lax.stop_gradient(v_target),
-        weight=jnp.ones((b,), x1.dtype),
+        weight=jnp.full((b,), cfg.bootstrap_weight, x1.dtype),
     )
 
 
@@ -223,7 +230,7 @@ class Shortcut(Objective):
             lambda x1_head, cond_head: bootstrap_part(
                 k_boot, x1_head, cond_head, teacher, cfg, class_dropout=self.class_dropout, num_classes=self.num_classes
             ),
-            t_grid=cfg.M if cfg.t_sampling == "grid" else None,
+            t_grid=(cfg.flow_grid or cfg.M) if cfg.t_sampling == "grid" else None,
             class_dropout=self.class_dropout,
             num_classes=self.num_classes,
             logit_normal_params=logit_normal_params(cfg),

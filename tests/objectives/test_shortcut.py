@@ -177,6 +177,25 @@ def test_flow_rows_all_keeps_the_whole_batch_at_d0():
     assert np.abs(flow_noise[keep] - boot_noise[keep]).min() > 1e-3
 
 
+def test_bootstrap_weight_scales_the_self_consistency_rows_only():
+    """Rows of weight w count w times in the weighted mean: the loss equals that of the batch with each
+    bootstrap row repeated w times."""
+    x1 = jax.random.normal(jax.random.PRNGKey(3), (32, 3))
+    half = lambda x, t, d, c: 0.5 * jnp.ones_like(x)  # noqa: E731
+    cfg = shortcut.Config(bootstrap_fraction=0.25, M=4, bootstrap_weight=3.0)
+    objective = shortcut.Shortcut(cfg)
+    tg = objective.targets(jax.random.PRNGKey(0), {"x": x1, "cond": None}, half, half)
+    boot = np.asarray(tg.d) > 0
+    np.testing.assert_array_equal(np.asarray(tg.weight), np.where(boot, 3.0, 1.0))
+    zero = lambda x, t, d, c: jnp.zeros_like(x)  # noqa: E731
+    repeat = np.concatenate([np.repeat(np.flatnonzero(boot), 3), np.flatnonzero(~boot)])
+    repeated = Targets(*(None if f is None else f[repeat] for f in tg))._replace(weight=jnp.ones(len(repeat)))
+    np.testing.assert_allclose(float(weighted_mse(zero(tg.x_t, None, None, None), tg)),
+                               float(weighted_mse(zero(repeated.x_t, None, None, None), repeated)), rtol=1e-6)
+    with pytest.raises(ValueError, match="bootstrap_weight=0"):
+        shortcut.Config(bootstrap_weight=0)
+
+
 def test_parts_use_independent_noise():
     """Reference: the same noise key for both parts. Equal data rows must not get equal noise."""
     x1 = jnp.zeros((16, 3))
@@ -256,6 +275,28 @@ def test_finest_level_queries_the_instantaneous_velocity_on_its_training_grid():
     t = np.concatenate([t[d == 0] for t, d in seen])
     assert len(t) > 0
     np.testing.assert_allclose(np.round(t * M), t * M, atol=1e-5)
+
+
+def test_flow_grid_decouples_the_d0_times_from_the_finest_size():
+    """With M = 8 and flow_grid = 64 the d = 0 rows train t on the 1/64 grid (not only on multiples of
+    1/8), the finest trained size is 1/8, and its Heun query still lands on a time the d = 0 rows train."""
+    seen = []
+
+    def spy(x, t, d, c):
+        seen.append((np.asarray(t), np.asarray(d)))
+        return ORACLE(x, t, d, c)
+
+    cfg = shortcut.Config(bootstrap_fraction=0.25, M=8, flow_grid=64, level_decay=1.0, t_sampling="grid")
+    tg = shortcut.Shortcut(cfg).targets(jax.random.PRNGKey(0), gaussian_batch(jax.random.PRNGKey(1), 512), spy, spy)
+    t, d = np.asarray(tg.t), np.asarray(tg.d)
+    flow_t = t[d == 0]
+    np.testing.assert_allclose(np.round(flow_t * 64), flow_t * 64, atol=1e-5)
+    assert np.any(np.abs(np.round(flow_t * 8) - flow_t * 8) > 1e-3)
+    assert np.isclose(d[d > 0].min(), 1 / 8)
+    heun_t = np.concatenate([tt[dd == 0] for tt, dd in seen])
+    np.testing.assert_allclose(np.round(heun_t * 64), heun_t * 64, atol=1e-5)
+    with pytest.raises(ValueError, match="flow_grid=12: must be a multiple of M"):
+        shortcut.Config(M=8, flow_grid=12)
 
 
 def test_baked_guidance_costs_a_null_label_pass_on_the_finest_rows_only():
