@@ -74,7 +74,7 @@ class Method:
 # The shortcut paper's reference settings, as its experiment configs pin them.
 PAPER_SHORTCUT = ("objective=shortcut", "objective.bootstrap_fraction=0.25", "objective.level_decay=1.0", "objective.bootstrap_ema=true",
                   "objective.clip_intermediate=4.0", "objective.clip_target=4.0", "objective.flow_budget=128",
-                  "objective.flow_rows=rest", "objective.adaptive_p=0")
+                  "objective.flow_rows=rest", "objective.adaptive_p=0", "objective.bootstrap_weight=1")
 
 
 def with_shortcut_queries(of: Method) -> Method:
@@ -115,6 +115,8 @@ METHODS = [
     Method("shortcut_sizes_8", "Shortcut, sizes 1/8 to 1", ("objective=shortcut", "objective.M=8", "objective.flow_grid=128"), False),
     # Twice the loss weight on the self-consistency rows: the gradient balance of twice the share, at this share's compute.
     Method("shortcut_bootstrap_weight_2", "Shortcut, self-consistency rows weighted 2", ("objective=shortcut", "objective.bootstrap_weight=2"),
+           False),
+    Method("shortcut_bootstrap_weight_1", "Shortcut, self-consistency rows weighted 1", ("objective=shortcut", "objective.bootstrap_weight=1"),
            False),
     Method("shortcut_bootstrap_weight_4", "Shortcut, self-consistency rows weighted 4", ("objective=shortcut", "objective.bootstrap_weight=4"),
            False),
@@ -237,10 +239,11 @@ def stored_run(stored: Sequence[RunResult], method: Method, seed: int, overrides
     """A stored run of ``seed`` made with the settings these overrides compose to now (``current``),
     under this row's name. The settings decide, not the name a run was stored under: after a domain
     changes an objective's defaults, the row of the plain objective takes the runs of the row that
-    set those values by hand."""
+    set those values by hand. A setting the stored run predates counts at the objective's own default,
+    which is what the run was made with, not a domain's default for it (``domain_objective``)."""
     current = current if current is not None else flatten(resolved_settings(overrides))
     choice = [o for o in overrides if o.startswith("objective=")][-1:]
-    defaults = flatten(resolved_settings([o for o in overrides if not o.startswith("objective.")] + choice))
+    defaults = flatten(resolved_settings([o for o in overrides if not o.startswith("objective.")] + choice + ["~domain_objective"]))
     same = [r for r in stored if r.seed == seed and same_settings(r.settings, current, defaults)]
     kept = min(same, key=lambda r: r.method != method.key, default=None)  # this row's own run first
     return replace(kept, method=method.key) if kept else None

@@ -109,7 +109,8 @@ def test_config_dump_shows_every_default(capsys):
 
 def test_a_domain_sets_defaults_for_one_objective_only():
     """configs/domain_objective/<domain>_<objective>.yaml: the pseudo-Huber loss for the shortcut and
-    flow matching on images, a smaller self-consistency share on the 2-D mixtures; other objectives
+    flow matching on images, a smaller self-consistency share on the 2-D mixtures, a heavier one on
+    Fashion-MNIST; other objectives
     and domains keep their own, the command line wins."""
     from shortcutlib.config import compose_config
 
@@ -124,3 +125,6 @@ def test_a_domain_sets_defaults_for_one_objective_only():
     assert power("experiment=fmnist_dit", "objective.adaptive_p=0") == 0.0
     share = compose_config(["domain=toy2d"]).objective.bootstrap_fraction  # the ring's own share
     assert share == 0.0625 and compose_config([]).objective.bootstrap_fraction == 0.125
+    weight = compose_config(["experiment=fmnist_dit"]).objective.bootstrap_weight  # Fashion-MNIST's own weight
+    assert weight == 4.0 and compose_config([]).objective.bootstrap_weight == 1.0
+    assert compose_config(["experiment=fmnist_dit", "objective.bootstrap_weight=1"]).objective.bootstrap_weight == 1.0

@@ -135,6 +135,34 @@ def test_stored_runs_with_the_current_settings_are_taken_instead_of_training(tmp
     assert stored_run([replace(elsewhere, settings={**current, "objective.adaptive_p": 0.5})], method, 0, overrides) is None
 
 
+def test_a_run_stored_before_a_setting_existed_has_the_objectives_default_not_the_domains():
+    """Fashion-MNIST sets the shortcut's bootstrap_weight to 4 (configs/domain_objective/): a run that
+    predates the setting was made at the objective's own default, 1, so it is not a run of the default row."""
+    from benchmarks.common import flatten
+    from benchmarks.paper_table import BY_KEY, SETTINGS, resolved_settings, stored_run
+
+    method = BY_KEY["shortcut"]
+    overrides = [*SETTINGS["fmnist"]["quick"], *method.overrides]
+    current = flatten(resolved_settings(overrides))
+    assert current["objective.bootstrap_weight"] == 4.0
+    before = {k: v for k, v in current.items() if k != "objective.bootstrap_weight"}
+    run = RunResult("shortcut", 0, 20, 1.0, 1.0, {"fd_fmnist@1": 30.0}, before, "machine A", "cmd A")
+    assert stored_run([run], method, 0, overrides) is None
+    weight_1 = [*overrides, "objective.bootstrap_weight=1"]
+    assert stored_run([run], method, 0, weight_1) == run  # the same run is one of the weight-1 row
+
+
+def test_the_paper_row_keeps_the_papers_settings_on_every_domain():
+    """A domain's defaults for the shortcut (configs/domain_objective/) never reach the paper-settings row."""
+    from benchmarks.common import flatten
+    from benchmarks.paper_table import BY_KEY, SETTINGS, resolved_settings
+
+    for domain, budgets in SETTINGS.items():
+        paper = flatten(resolved_settings([*budgets["quick"], *BY_KEY["shortcut_paper"].overrides]))
+        assert (paper["objective.bootstrap_fraction"], paper["objective.bootstrap_weight"], paper["objective.adaptive_p"]) == (0.25, 1.0, 0.0), domain
+        assert (paper["objective.level_decay"], paper["objective.bootstrap_ema"], paper["objective.flow_rows"]) == (1.0, True, "rest"), domain
+
+
 def test_stored_results_name_their_commands_and_machines(tmp_path):
     from dataclasses import replace
 

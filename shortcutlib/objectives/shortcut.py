@@ -39,8 +39,10 @@ A domain may set other defaults for this objective where they were measured ther
 (``configs/domain_objective/<domain>_shortcut.yaml``): on digits and Fashion-MNIST, MeanFlow's
 adaptive weight at p = 1/2 (a pseudo-Huber loss) on the d = 0 rows, which helps both this objective
 and flow matching on images but fits a median, not the exact flow's mean velocity, on the 2-D ring
-(``benchmarks/results/*pseudo_huber*.md``); on the 2-D mixtures a sixteenth of the batch for
-self-consistency (``benchmarks/results/paper_table_toy2d_sixteenth_ten_seeds.md``).
+(``benchmarks/results/*pseudo_huber*.md``); on Fashion-MNIST four times the loss weight on the
+self-consistency rows (``bootstrap_weight``, ``benchmarks/results/fmnist_bootstrap_weight.md``); on the
+2-D mixtures a sixteenth of the batch for self-consistency
+(``benchmarks/results/paper_table_toy2d_sixteenth_ten_seeds.md``).
 The other defaults were chosen one at a time on the 2-D ring over three seeds; ``benchmarks/sweep.py``
 reruns such a comparison (its docstring has the command) and the paper tables
 (``benchmarks/results/paper_table_*.md``) set them against the paper's settings at every budget.
