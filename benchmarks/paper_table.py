@@ -71,10 +71,11 @@ class Method:
     sampling: tuple[str, ...] = ()
 
 
-# The shortcut paper's reference settings, as its experiment configs pin them.
-PAPER_SHORTCUT = ("objective=shortcut", "objective.bootstrap_fraction=0.25", "objective.level_decay=1.0", "objective.bootstrap_ema=true",
+# The shortcut paper's reference settings, as its experiment configs pin them; no domain's defaults for the
+# shortcut (configs/domain_objective/) apply.
+PAPER_SHORTCUT = ("objective=shortcut", "~domain_objective", "objective.bootstrap_fraction=0.25", "objective.level_decay=1.0", "objective.bootstrap_ema=true",
                   "objective.clip_intermediate=4.0", "objective.clip_target=4.0", "objective.flow_budget=128",
-                  "objective.flow_rows=rest", "objective.adaptive_p=0", "objective.bootstrap_weight=1")
+                  "objective.flow_rows=rest")
 
 
 def with_shortcut_queries(of: Method) -> Method:

@@ -109,9 +109,8 @@ def test_config_dump_shows_every_default(capsys):
 
 def test_a_domain_sets_defaults_for_one_objective_only():
     """configs/domain_objective/<domain>_<objective>.yaml: the pseudo-Huber loss for the shortcut and
-    flow matching on images, a smaller self-consistency share on the 2-D mixtures, a heavier one on
-    Fashion-MNIST; other objectives
-    and domains keep their own, the command line wins."""
+    flow matching on images, a smaller self-consistency share on the 2-D mixtures, heavier self-consistency
+    rows on Fashion-MNIST; other objectives and domains keep their own, the command line wins."""
     from shortcutlib.config import compose_config
 
     def power(*overrides: str) -> float:

@@ -187,11 +187,10 @@ def test_bootstrap_weight_scales_the_self_consistency_rows_only():
     tg = objective.targets(jax.random.PRNGKey(0), {"x": x1, "cond": None}, half, half)
     boot = np.asarray(tg.d) > 0
     np.testing.assert_array_equal(np.asarray(tg.weight), np.where(boot, 3.0, 1.0))
-    zero = lambda x, t, d, c: jnp.zeros_like(x)  # noqa: E731
     repeat = np.concatenate([np.repeat(np.flatnonzero(boot), 3), np.flatnonzero(~boot)])
     repeated = Targets(*(None if f is None else f[repeat] for f in tg))._replace(weight=jnp.ones(len(repeat)))
-    np.testing.assert_allclose(float(weighted_mse(zero(tg.x_t, None, None, None), tg)),
-                               float(weighted_mse(zero(repeated.x_t, None, None, None), repeated)), rtol=1e-6)
+    np.testing.assert_allclose(float(weighted_mse(jnp.zeros_like(tg.x_t), tg)),
+                               float(weighted_mse(jnp.zeros_like(repeated.x_t), repeated)), rtol=1e-6)
     with pytest.raises(ValueError, match="bootstrap_weight=0"):
         shortcut.Config(bootstrap_weight=0)
 
