@@ -85,6 +85,8 @@ class Config(ComponentConfig):
     # (null: 1/M); a multiple of M keeps the finest size's Heun query on times the d = 0 rows train
     bootstrap_weight: float = 1.0  # loss weight of a self-consistency row relative to a d = 0 row: more of the
     # gradient on the shortcut sizes without more examples (the share sets the examples, and so the compute)
+    bootstrap_weight_sizes: Optional[int] = None  # the coarsest sizes (1, 1/2, ...) that take bootstrap_weight, the
+    # finer ones weigh 1; 1: only the one-step size; null: every size
     level_decay: float = 0.5  # bootstrap share of size 2^-j ~ level_decay^j; 1 = equal shares
     bootstrap_ema: bool = False  # targets from EMA weights (the paper), else live weights with stop-gradient
     clip_intermediate: Optional[float] = None  # clip x_{t+d} inside the bootstrap (reference: 4)
@@ -109,6 +111,8 @@ class Config(ComponentConfig):
     def __post_init__(self) -> None:
         require(0.0 <= self.bootstrap_fraction <= 1.0, "bootstrap_fraction", self.bootstrap_fraction, "must be in [0, 1].")
         require(self.bootstrap_weight > 0, "bootstrap_weight", self.bootstrap_weight, "must be positive; 1 weighs every row alike.")
+        require(self.bootstrap_weight_sizes is None or self.bootstrap_weight_sizes >= 1, "bootstrap_weight_sizes",
+                self.bootstrap_weight_sizes, "must be at least 1 (1: only the one-step size), or null for every size.")
         require(self.level_decay > 0, "level_decay", self.level_decay, "must be positive; 1 spreads examples equally.")
         require(self.M >= 1 and math.log2(self.M).is_integer(), "M", self.M, "must be a power of two, e.g. 128.")
         require(self.flow_grid is None or (self.flow_grid >= self.M and self.flow_grid % self.M == 0), "flow_grid",
@@ -156,6 +160,13 @@ def guided_rows(n: int, levels: int, decay: float) -> int:
     """An upper bound on the examples of the finest level among ``n`` (they come last, see
     ``assign_levels``): the rows that need a guided teacher when guidance is baked in."""
     return min(n, math.ceil(n * level_shares(levels, decay)[-1] - 1e-9))
+
+
+def bootstrap_weights(level: jax.Array, weight: float, sizes: Optional[int]) -> jax.Array:
+    """Loss weight of each bootstrap row from its level j (size 2^-j): ``weight`` on the ``sizes`` coarsest, 1 below."""
+    if sizes is None:
+        return jnp.full(level.shape, weight)
+    return jnp.where(level < sizes, weight, 1.0)
 
 
 def bootstrap_part(
@@ -206,7 +217,7 @@ def bootstrap_part(
         d=d_target,
         cond=cond,
         v_target=jax.lax.stop_gradient(v_target),
-        weight=jnp.full((b,), cfg.bootstrap_weight, x1.dtype),
+        weight=bootstrap_weights(level, cfg.bootstrap_weight, cfg.bootstrap_weight_sizes).astype(x1.dtype),
     )
 
 

@@ -195,6 +195,19 @@ def test_bootstrap_weight_scales_the_self_consistency_rows_only():
         shortcut.Config(bootstrap_weight=0)
 
 
+def test_bootstrap_weight_sizes_weighs_only_the_coarsest_sizes():
+    x1 = jax.random.normal(jax.random.PRNGKey(3), (64, 3))
+    half = lambda x, t, d, c: 0.5 * jnp.ones_like(x)  # noqa: E731
+    for sizes, coarsest_d in ((1, 1.0), (2, 0.5)):
+        cfg = shortcut.Config(bootstrap_fraction=0.5, M=8, bootstrap_weight=4.0, bootstrap_weight_sizes=sizes)
+        tg = shortcut.Shortcut(cfg).targets(jax.random.PRNGKey(0), {"x": x1, "cond": None}, half, half)
+        d, weight = np.asarray(tg.d), np.asarray(tg.weight)
+        assert (d >= coarsest_d).any() and ((d > 0) & (d < coarsest_d)).any()  # both kinds of rows are present
+        np.testing.assert_array_equal(weight, np.where(d >= coarsest_d, 4.0, 1.0))
+    with pytest.raises(ValueError, match="bootstrap_weight_sizes=0"):
+        shortcut.Config(bootstrap_weight_sizes=0)
+
+
 def test_parts_use_independent_noise():
     """Reference: the same noise key for both parts. Equal data rows must not get equal noise."""
     x1 = jnp.zeros((16, 3))
