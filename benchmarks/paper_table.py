@@ -300,6 +300,8 @@ def run_method(method: Method, seed: int, settings: list[str], budget: str, work
         phased = run_phases(cfg, domain, run_dir)
         train_wall = time.perf_counter() - start
         result = phased.result
+        if result.preempted:  # a stopped run's weights are not the row's: nothing is evaluated or recorded
+            raise SystemExit(f"[{method.key} seed {seed}] training stopped by a signal; rerun the same command to resume it.")
         graphdef, objective, total_steps = result.run.graphdef, result.run.objective, phased.total_steps
         params = result.state.ema_params if cfg.eval.ema else result.state.params
     start = time.perf_counter()

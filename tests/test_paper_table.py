@@ -245,3 +245,20 @@ def test_paired_reads_robot_rows_as_task_and_method_with_a_key_suffix():
 
     assert rounded(paired_differences(runs, metric, "cube [p]/shortcut", "cube/shortcut")) == {1: [0.1, 0.0]}
     assert rounded(paired_differences(runs, metric, "cube [p]/shortcut", "cube/shortcut", "|noise=0")) == {1: [-0.25, 0.2], 4: [-0.25, 0.2]}
+
+
+def test_a_run_stopped_by_a_signal_is_neither_evaluated_nor_recorded(tmp_path, monkeypatch):
+    """A stopped run's partly trained weights must not become the row's result (a rerun resumes it)."""
+    from types import SimpleNamespace
+
+    import pytest
+
+    from benchmarks import paper_table
+
+    stopped = SimpleNamespace(result=SimpleNamespace(preempted=True), total_steps=40)
+    monkeypatch.setattr(paper_table, "run_phases", lambda *args, **kwargs: stopped)
+    settings = [*paper_table.SETTINGS["toy2d"]["quick"], *paper_table.COMMON]
+    method = paper_table.BY_KEY["flow_matching"]
+    with pytest.raises(SystemExit, match="stopped by a signal; rerun the same command"):
+        paper_table.run_method(method, 0, settings, "quick", tmp_path, fresh=False)
+    assert not (paper_table.run_dir_of(method, 0, settings, "quick", tmp_path) / "result.json").exists()
