@@ -133,6 +133,18 @@ METHODS = [
            ("objective=shortcut", "objective.bootstrap_weight=4", "objective.bootstrap_weight_sizes=1"), False),
     Method("shortcut_one_step_weight_8", "Shortcut, one-step size weighted 8",
            ("objective=shortcut", "objective.bootstrap_weight=8", "objective.bootstrap_weight_sizes=1"), False),
+    # ESC's plug-in velocity on half the d = 0 rows: the batch's marginal velocity, a lower-variance target for the
+    # velocity that serves the many-step budgets and the finest self-consistency size; flow matching with the same.
+    Method("shortcut_plug_in", "Shortcut, plug-in velocity on half the d = 0 rows", ("objective=shortcut", "objective.plug_in_fraction=0.5"),
+           False),
+    Method("flow_matching_plug_in", "Flow matching, plug-in velocity on half the rows",
+           ("objective=flow_matching", "objective.plug_in_fraction=0.5"), False),
+    Method("shortcut_plug_in_all", "Shortcut, plug-in velocity on every d = 0 row",
+           ("objective=shortcut", "objective.plug_in_fraction=1"), False),
+    Method("flow_matching_plug_in_all", "Flow matching, plug-in velocity on every row",
+           ("objective=flow_matching", "objective.plug_in_fraction=1"), False),
+    Method("shortcut_bootstrap_weight_4_plug_in", "Shortcut, self-consistency rows weighted 4, plug-in velocity",
+           ("objective=shortcut", "objective.bootstrap_weight=4", "objective.plug_in_fraction=0.5"), False),
     Method("shortcut_ema_teacher", "Shortcut, EMA teacher", ("objective=shortcut", "objective.bootstrap_ema=true"), False),
     Method("flow_matching_logit_normal", "Flow matching, logit-normal t", ("objective=flow_matching", "objective.t_sampling=logit_normal"),
            False),

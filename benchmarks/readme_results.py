@@ -87,7 +87,7 @@ def section() -> str:
     blocks = [
         table_rows("paper_table_toy2d", "2-D ring", "sliced W2 to data"),
         table_rows("paper_table_toy2d_defaults", "2-D ring at this version's defaults (the shortcut with a sixteenth of "
-                   "the batch for self-consistency)", "sliced W2 to data"),
+                   "the batch for self-consistency, both it and flow matching with the plug-in velocity)", "sliced W2 to data"),
         table_rows("paper_table_digits", "8x8 digits", "Fréchet distance, digit classifier"),
         table_rows("paper_table_digits_defaults", "8x8 digits at this version's defaults (the shortcut and flow matching with "
                    "the pseudo-Huber loss)", "Fréchet distance, digit classifier"),

@@ -205,6 +205,12 @@ def require_adaptive_weight(config: Any) -> None:
     require(config.adaptive_c > 0, "adaptive_c", config.adaptive_c, "must be > 0 (MeanFlow uses 0.01).")
 
 
+def require_plug_in(config: Any) -> None:
+    """One-line error for a ``plug_in_fraction`` (see ``common.velocity_target``)."""
+    require(0.0 <= config.plug_in_fraction <= 1.0, "plug_in_fraction", config.plug_in_fraction,
+            "must be in [0, 1] (0: the conditional velocity x1 - x0 on every row).")
+
+
 def split_steps(total: int, teacher_fraction: float, num_students: int) -> tuple[int, list[int]]:
     """Teacher steps and the steps of each student phase; they add up to ``total``."""
     if not 0.0 < teacher_fraction < 1.0:

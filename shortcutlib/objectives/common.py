@@ -61,6 +61,44 @@ def sample_t(
     return jnp.floor(u * n_points) / grid
 
 
+def plug_in_velocity(z: jax.Array, t: jax.Array, x1: jax.Array, same: jax.Array | None = None, floor: float = 1e-3) -> jax.Array:
+    """The marginal velocity of the empirical distribution of ``x1`` (the batch) at ``z``, time ``t``
+    (ESC's plug-in velocity): ``sum_i w_i (x_1^i - z) / (1 - t)``, ``w_i`` the posterior of datum i
+    given z on the straight path, proportional to ``exp(-|z - t x_1^i|^2 / (2 (1 - t)^2))``.
+
+    ``same`` (B, B) masks which data each example may come from (its class); None: all.
+    """
+    b = z.shape[0]
+    remaining = jnp.maximum(1.0 - t, floor)
+    flat_z, flat_x = z.reshape(b, -1), x1.reshape(b, -1)
+    # |z_j - t_j x_i|^2 for every example j and datum i, without materialising (B, B, D).
+    sq = (jnp.sum(flat_z**2, 1)[:, None] - 2 * t[:, None] * flat_z @ flat_x.T + (t**2)[:, None] * jnp.sum(flat_x**2, 1)[None, :])
+    logits = -sq / (2 * remaining[:, None] ** 2)
+    if same is not None:
+        logits = jnp.where(same, logits, -jnp.inf)
+    w = jax.nn.softmax(logits, axis=1)
+    return ((w @ flat_x - flat_z) / remaining[:, None]).reshape(z.shape)
+
+
+def velocity_target(
+    key: jax.Array, z: jax.Array, t: jax.Array, x0: jax.Array, x1: jax.Array, cond: Any, *, plug_in_fraction: float,
+    class_consistent: bool, num_classes: int
+) -> jax.Array:
+    """The conditional velocity ``x_1 - x_0``, or on a share ``plug_in_fraction`` of the examples the
+    plug-in velocity (``plug_in_velocity``), a lower-variance estimate of the same regression target,
+    the marginal velocity. With ``class_consistent`` and class labels, each example's posterior runs
+    over the data of its own class (ESC draws single-class batches instead)."""
+    conditional = x1 - x0
+    if plug_in_fraction <= 0.0:
+        return conditional
+    same = None
+    if class_consistent and num_classes > 0 and cond is not None:
+        labels = jax.tree.leaves(cond)[0]
+        same = labels[:, None] == labels[None, :]
+    plugged = jax.random.uniform(key, t.shape) < plug_in_fraction
+    return jnp.where(broadcast_to_x(plugged, x1), plug_in_velocity(z, t, x1, same), conditional)
+
+
 def drop_labels(key: jax.Array, cond: Any, prob: float, num_classes: int) -> Any:
     """Replace class labels by the null token ``num_classes`` with probability ``prob``.
 
@@ -111,19 +149,25 @@ def flow_matching_part(
     class_dropout: float,
     num_classes: int,
     logit_normal_params: tuple[float, float] | None = None,
+    plug_in_fraction: float = 0.0,
+    class_consistent: bool = True,
 ) -> Targets:
     """Flow matching targets at d = 0 for a batch of data: the baseline and the shortcut base case.
-    Times as in ``sample_t``."""
+    Times as in ``sample_t``; the velocity as in ``velocity_target``."""
     k_t, k_noise, k_label = jax.random.split(key, 3)
     b = x1.shape[0]
     t = sample_t(k_t, b, grid=t_grid, logit_normal_params=logit_normal_params)
     x0 = jax.random.normal(k_noise, x1.shape, x1.dtype)
+    x_t = interpolate(x0, x1, t)
+    # A key folded from the parent: without the plug-in, every other draw is what it was before the option existed.
+    v_target = velocity_target(jax.random.fold_in(key, 3), x_t, t, x0, x1, cond, plug_in_fraction=plug_in_fraction,
+                               class_consistent=class_consistent, num_classes=num_classes)
     return Targets(
-        x_t=interpolate(x0, x1, t),
+        x_t=x_t,
         t=t,
         d=jnp.zeros((b,), x1.dtype),
         cond=drop_labels(k_label, cond, class_dropout, num_classes),
-        v_target=x1 - x0,
+        v_target=v_target,
         weight=jnp.ones((b,), x1.dtype),
     )
 
@@ -140,6 +184,8 @@ def head_then_flow_matching(
     num_classes: int,
     logit_normal_params: tuple[float, float] | None = None,
     flow_rows: str = "rest",
+    plug_in_fraction: float = 0.0,
+    class_consistent: bool = True,
 ) -> Targets:
     """``head(x1[:n_head], cond[:n_head])`` on the first examples, then flow matching at d = 0 on
     the rest (``flow_rows="rest"``: disjoint parts that together cover the batch; shortcut
@@ -159,6 +205,8 @@ def head_then_flow_matching(
                 class_dropout=class_dropout,
                 num_classes=num_classes,
                 logit_normal_params=logit_normal_params,
+                plug_in_fraction=plug_in_fraction,
+                class_consistent=class_consistent,
             )
         )
     return parts[0] if len(parts) == 1 else Targets(*concat([list(p) for p in parts]))

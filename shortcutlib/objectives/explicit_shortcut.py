@@ -30,8 +30,8 @@ import jax
 import jax.numpy as jnp
 
 from shortcutlib.config import require
-from shortcutlib.objectives.base import Targets
-from shortcutlib.objectives.common import broadcast_to_x, drop_labels, interpolate
+from shortcutlib.objectives.base import Targets, require_plug_in
+from shortcutlib.objectives.common import drop_labels, interpolate, velocity_target
 from shortcutlib.objectives.meanflow import Config as MeanFlowConfig
 from shortcutlib.objectives.meanflow import MeanFlow, sample_intervals
 from shortcutlib.objectives.shortcut import bootstrap_size
@@ -46,25 +46,8 @@ class Config(MeanFlowConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        require(0.0 <= self.plug_in_fraction <= 1.0, "plug_in_fraction", self.plug_in_fraction, "must be in [0, 1].")
+        require_plug_in(self)
         require(0.0 <= self.endpoint_fraction <= 1.0, "endpoint_fraction", self.endpoint_fraction, "must be in [0, 1].")
-
-
-def plug_in_velocity(z: jax.Array, t: jax.Array, x1: jax.Array, same: jax.Array | None = None, floor: float = 1e-3) -> jax.Array:
-    """The marginal velocity of the empirical distribution of ``x1`` (the batch) at ``z``, time ``t``.
-
-    ``same`` (B, B) masks which data each example may come from (its class); None: all.
-    """
-    b = z.shape[0]
-    remaining = jnp.maximum(1.0 - t, floor)
-    flat_z, flat_x = z.reshape(b, -1), x1.reshape(b, -1)
-    # |z_j - t_j x_i|^2 for every example j and datum i, without materialising (B, B, D).
-    sq = (jnp.sum(flat_z**2, 1)[:, None] - 2 * t[:, None] * flat_z @ flat_x.T + (t**2)[:, None] * jnp.sum(flat_x**2, 1)[None, :])
-    logits = -sq / (2 * remaining[:, None] ** 2)
-    if same is not None:
-        logits = jnp.where(same, logits, -jnp.inf)
-    w = jax.nn.softmax(logits, axis=1)
-    return ((w @ flat_x - flat_z) / remaining[:, None]).reshape(z.shape)
 
 
 class ExplicitShortcut(MeanFlow):
@@ -83,10 +66,7 @@ class ExplicitShortcut(MeanFlow):
         x0 = jax.random.normal(k_noise, x1.shape, x1.dtype)
         z = interpolate(x0, x1, t)
         labels = drop_labels(k_label, cond, self.class_dropout, self.num_classes)
-        same = None
-        if cfg.class_consistent and self.num_classes > 0 and cond is not None:
-            same = jax.tree.leaves(cond)[0][:, None] == jax.tree.leaves(cond)[0][None, :]
-        plugged = jax.random.uniform(k_plug, (b,)) < cfg.plug_in_fraction
-        v = jnp.where(broadcast_to_x(plugged, x1), plug_in_velocity(z, t, x1, same), x1 - x0)
+        v = velocity_target(k_plug, z, t, x0, x1, cond, plug_in_fraction=cfg.plug_in_fraction,
+                            class_consistent=cfg.class_consistent, num_classes=self.num_classes)
         velocity = self.guided_velocity(model, z, t, v, cond, labels)
         return Targets(x_t=z, t=t, d=d, cond=labels, v_target=jax.lax.stop_gradient(velocity), weight=jnp.ones((b,), x1.dtype))

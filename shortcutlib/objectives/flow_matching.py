@@ -9,7 +9,12 @@ import jax
 import numpy as np
 
 from shortcutlib.config import ComponentConfig, require_choice
-from shortcutlib.objectives.base import Objective, Targets, require_adaptive_weight
+from shortcutlib.objectives.base import (
+    Objective,
+    Targets,
+    require_adaptive_weight,
+    require_plug_in,
+)
 from shortcutlib.objectives.common import flow_matching_part, logit_normal_params
 from shortcutlib.velocity import VelocityFn
 
@@ -22,10 +27,13 @@ class Config(ComponentConfig):
     logit_std: float = 1.0  # (MeanFlow's defaults, in this library's time: data at t = 1)
     adaptive_p: float = 0.0  # MeanFlow's adaptive loss weight power (base.adaptive_loss); 0: squared error
     adaptive_c: float = 0.01
+    plug_in_fraction: float = 0.0  # share of rows regressing the batch's plug-in marginal velocity (common.velocity_target)
+    class_consistent: bool = True  # the plug-in's posterior over data of the example's own class
 
     def __post_init__(self) -> None:
         require_choice("t_sampling", self.t_sampling, ("uniform", "grid", "logit_normal"))
         require_adaptive_weight(self)
+        require_plug_in(self)
 
 
 class FlowMatching(Objective):
@@ -40,6 +48,8 @@ class FlowMatching(Objective):
             class_dropout=self.class_dropout,
             num_classes=self.num_classes,
             logit_normal_params=logit_normal_params(self.config),
+            plug_in_fraction=self.config.plug_in_fraction,
+            class_consistent=self.config.class_consistent,
         )
 
     def query_sizes(self, num_steps: int) -> np.ndarray:

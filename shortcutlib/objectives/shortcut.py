@@ -42,7 +42,9 @@ and flow matching on images but fits a median, not the exact flow's mean velocit
 (``benchmarks/results/*pseudo_huber*.md``); on Fashion-MNIST four times the loss weight on the
 self-consistency rows (``bootstrap_weight``, ``benchmarks/results/fmnist_bootstrap_weight.md``); on the
 2-D mixtures a sixteenth of the batch for self-consistency
-(``benchmarks/results/paper_table_toy2d_sixteenth_ten_seeds.md``).
+(``benchmarks/results/paper_table_toy2d_sixteenth_ten_seeds.md``) and the batch's plug-in marginal
+velocity as the target of every d = 0 row (``plug_in_fraction``, ESC's; a lower-variance target for the
+velocity every size is bootstrapped from, ``benchmarks/results/paper_table_toy2d_plug_in.md``).
 The other defaults were chosen one at a time on the 2-D ring over three seeds; ``benchmarks/sweep.py``
 reruns such a comparison (its docstring has the command) and the paper tables
 (``benchmarks/results/paper_table_*.md``) set them against the paper's settings at every budget.
@@ -63,6 +65,7 @@ from shortcutlib.objectives.base import (
     Objective,
     Targets,
     require_adaptive_weight,
+    require_plug_in,
 )
 from shortcutlib.objectives.common import (
     broadcast_to_x,
@@ -107,6 +110,9 @@ class Config(ComponentConfig):
     adaptive_rows: str = "flow"  # "flow": per-example weights on the d = 0 rows only, the bootstrap rows share
     # their mean weight (their targets are the model's own, so their errors can shrink without fitting the data,
     # and a per-example weight up-weights exactly those rows); "all": per-example weights on every row
+    plug_in_fraction: float = 0.0  # share of the d = 0 rows regressing the batch's plug-in marginal velocity
+    # (ESC's, common.velocity_target): a lower-variance target for the velocity every size is bootstrapped from
+    class_consistent: bool = True  # the plug-in's posterior over data of the example's own class
 
     def __post_init__(self) -> None:
         require(0.0 <= self.bootstrap_fraction <= 1.0, "bootstrap_fraction", self.bootstrap_fraction, "must be in [0, 1].")
@@ -122,6 +128,7 @@ class Config(ComponentConfig):
         require(self.flow_budget is None or self.flow_budget >= 1, "flow_budget", self.flow_budget, "must be at least 1, or null.")
         require_adaptive_weight(self)
         require_choice("adaptive_rows", self.adaptive_rows, ("flow", "all"))
+        require_plug_in(self)
 
 
 def num_levels(M: int) -> int:
@@ -248,6 +255,8 @@ class Shortcut(Objective):
             num_classes=self.num_classes,
             logit_normal_params=logit_normal_params(cfg),
             flow_rows=cfg.flow_rows,
+            plug_in_fraction=cfg.plug_in_fraction,
+            class_consistent=cfg.class_consistent,
         )
 
     def query_sizes(self, num_steps: int) -> np.ndarray:

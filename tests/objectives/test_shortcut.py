@@ -418,3 +418,36 @@ def test_shortcut_adaptive_weight_on_the_flow_rows_only():
     # every row its own weight (adaptive_rows="all") is base.adaptive_loss
     np.testing.assert_allclose(adaptive_loss(pred, v, 1.0, 0.01, tg.weight), np.mean(e / (e + 0.01)), rtol=1e-6)
     assert Shortcut(shortcut.Config(adaptive_p=1.0)).loss(lambda *a: pred, tg) == adaptive_loss(pred, v, 1.0, 0.01, tg.weight, shared=tg.d > 0)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda fraction: Shortcut(shortcut.Config(bootstrap_fraction=0.0, t_sampling="uniform", plug_in_fraction=fraction)),
+        lambda fraction: FlowMatching(flow_matching.Config(plug_in_fraction=fraction)),
+    ],
+    ids=["shortcut", "flow-matching"],
+)
+def test_plug_in_velocity_on_the_d0_rows(make):
+    """plug_in_fraction=1: every d = 0 row regresses the batch's marginal velocity, per class when labelled,
+    closer to the exact velocity than x1 - x0; 0 keeps the conditional velocity and every other draw."""
+    data = gaussian_batch(jax.random.PRNGKey(4), 512)
+    key = jax.random.PRNGKey(3)
+    plugged = make(1.0).targets(key, data, ORACLE, ORACLE)
+    conditional = make(0.0).targets(key, data, ORACLE, ORACLE)
+    for field in ("x_t", "t", "d", "weight"):
+        np.testing.assert_array_equal(np.asarray(getattr(plugged, field)), np.asarray(getattr(conditional, field)))
+    x0 = (conditional.x_t - conditional.t[:, None] * data["x"]) / (1 - conditional.t[:, None])
+    np.testing.assert_allclose(np.asarray(conditional.v_target), np.asarray(data["x"] - x0), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(plugged.v_target), np.asarray(common.plug_in_velocity(plugged.x_t, plugged.t, data["x"])),
+                               rtol=1e-5, atol=1e-5)
+    exact = ORACLE(plugged.x_t, plugged.t, plugged.d, None)
+    assert float(jnp.mean((plugged.v_target - exact) ** 2)) < 0.5 * float(jnp.mean((conditional.v_target - exact) ** 2))
+
+    labels = jnp.arange(512) % 4
+    labelled = make(1.0).with_context(num_classes=4).targets(key, {**data, "cond": labels}, ORACLE, ORACLE)
+    same = labels[:, None] == labels[None, :]
+    np.testing.assert_allclose(np.asarray(labelled.v_target),
+                               np.asarray(common.plug_in_velocity(labelled.x_t, labelled.t, data["x"], same)), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="plug_in_fraction=1.5"):
+        make(1.5)
