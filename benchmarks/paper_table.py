@@ -93,6 +93,8 @@ SHORTCUT_PSEUDO_HUBER = Method("shortcut_pseudo_huber", "Shortcut, adaptive weig
 # That loss with half the default self-consistency share: less extra compute per step.
 SHORTCUT_PSEUDO_HUBER_SIXTEENTH = Method("shortcut_pseudo_huber_sixteenth", "Shortcut, adaptive weight (p = 1/2), 1/16 bootstrap",
                                          ("objective=shortcut", "objective.adaptive_p=0.5", "objective.bootstrap_fraction=0.0625"), False)
+SHORTCUT_FLOW_WARMUP = Method("shortcut_flow_warmup_half", "Shortcut, flow matching alone for the first half of the steps",
+                              ("objective=shortcut", "objective.flow_warmup=0.5"), False)
 METHODS = [
     SHORTCUT,
     Method("shortcut_paper", "Shortcut (paper settings)", PAPER_SHORTCUT),
@@ -145,6 +147,15 @@ METHODS = [
            ("objective=flow_matching", "objective.plug_in_fraction=1"), False),
     Method("shortcut_bootstrap_weight_4_plug_in", "Shortcut, self-consistency rows weighted 4, plug-in velocity",
            ("objective=shortcut", "objective.bootstrap_weight=4", "objective.plug_in_fraction=0.5"), False),
+    # A curriculum: the first half (three quarters) of the steps train the d = 0 rows alone, at flow matching's step cost.
+    SHORTCUT_FLOW_WARMUP,
+    with_shortcut_queries(SHORTCUT_FLOW_WARMUP),
+    Method("shortcut_no_flow_warmup", "Shortcut, every row from the first step (flow_warmup=0)", ("objective=shortcut", "objective.flow_warmup=0"),
+           False),
+    Method("shortcut_flow_warmup_half_bootstrap_weight_4", "Shortcut, flow matching alone for the first half, then self-consistency weighted 4",
+           ("objective=shortcut", "objective.flow_warmup=0.5", "objective.bootstrap_weight=4"), False),
+    Method("shortcut_flow_warmup_three_quarters", "Shortcut, flow matching alone for the first three quarters of the steps",
+           ("objective=shortcut", "objective.flow_warmup=0.75"), False),
     Method("shortcut_ema_teacher", "Shortcut, EMA teacher", ("objective=shortcut", "objective.bootstrap_ema=true"), False),
     Method("flow_matching_logit_normal", "Flow matching, logit-normal t", ("objective=flow_matching", "objective.t_sampling=logit_normal"),
            False),
@@ -336,8 +347,9 @@ def judge_of(eval_dir: Path) -> str:
 
 
 def step_time_ratios(methods: list[Method], overrides: list[str], budget: str, rounds: int = 5, block: int = 20) -> dict[str, float]:
-    """Seconds per training step of each method's final phase, interleaved, over flow matching's."""
-    steps, states, batches = {}, {}, None
+    """Seconds per training step of each method's final phase, interleaved, over flow matching's; a phase of
+    several stages (``Objective.stages``) times each stage's step and weighs it by the stage's share of the steps."""
+    steps, states, batches, shares = {}, {}, None, {}
     for method in methods:
         cfg = compose_config([*overrides, *method_overrides(method, budget), "seed=0"])
         domain = build_domain(cfg)
@@ -351,11 +363,17 @@ def step_time_ratios(methods: list[Method], overrides: list[str], budget: str, r
             data = [{"x": b["x"], "cond": reflow.pack_pairs(np.random.default_rng(i).standard_normal(b["x"].shape, np.float32), b["cond"])}
                     for i, b in enumerate(batches)]
         teacher = run.state.params if phase.uses_teacher else None
-        step = jax.jit(make_train_step(run.graphdef, run.objective, run.tx, ema_decay=cfg.train.ema_decay))
-        steps[method.key] = lambda state, i, step=step, teacher=teacher, data=data: step(state, data[i], teacher)
-        states[method.key] = run.state
+        stages = run.objective.stages()
+        ends = [start for start, _ in stages[1:]] + [phase.steps]
+        for k, (start, objective) in enumerate(stages):
+            key = method.key if len(stages) == 1 else f"{method.key}#{k}"
+            shares.setdefault(method.key, []).append((key, (ends[k] - start) / phase.steps))
+            step = jax.jit(make_train_step(run.graphdef, objective, run.tx, ema_decay=cfg.train.ema_decay))
+            steps[key] = lambda state, i, step=step, teacher=teacher, data=data: step(state, data[i], teacher)
+            states[key] = run.state
     times, _ = interleaved_step_times(steps, states, list(range(block)), rounds=rounds)
-    return {key: median_ratio(times[key], times["flow_matching"])[0] for key in times}
+    per_round = {method: [sum(share * times[key][r] for key, share in parts) for r in range(rounds)] for method, parts in shares.items()}
+    return {method: median_ratio(t, per_round["flow_matching"])[0] for method, t in per_round.items()}
 
 
 # ---------------------------------------------------------------------------------------- statistics

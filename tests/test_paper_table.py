@@ -161,6 +161,7 @@ def test_the_paper_row_keeps_the_papers_settings_on_every_domain():
         paper = flatten(resolved_settings([*budgets["quick"], *BY_KEY["shortcut_paper"].overrides]))
         assert (paper["objective.bootstrap_fraction"], paper["objective.bootstrap_weight"], paper["objective.adaptive_p"]) == (0.25, 1.0, 0.0), domain
         assert (paper["objective.level_decay"], paper["objective.bootstrap_ema"], paper["objective.flow_rows"]) == (1.0, True, "rest"), domain
+        assert paper["objective.flow_warmup"] == 0.0, domain
 
 
 def test_stored_results_name_their_commands_and_machines(tmp_path):
@@ -262,3 +263,18 @@ def test_a_run_stopped_by_a_signal_is_neither_evaluated_nor_recorded(tmp_path, m
     with pytest.raises(SystemExit, match="stopped by a signal; rerun the same command"):
         paper_table.run_method(method, 0, settings, "quick", tmp_path, fresh=False)
     assert not (paper_table.run_dir_of(method, 0, settings, "quick", tmp_path) / "result.json").exists()
+
+
+def test_the_step_time_of_a_staged_row_weighs_each_stage_by_its_steps(monkeypatch):
+    """flow_warmup=0.5: half the steps at the first stage's time, half at the second's."""
+    import benchmarks.paper_table as paper_table
+
+    def fake_times(steps, states, batches, rounds):
+        per_step = {"flow_matching": 2.0, "shortcut_flow_warmup_half#0": 2.0, "shortcut_flow_warmup_half#1": 3.0}
+        assert set(steps) == set(per_step)
+        return {key: [per_step[key]] * rounds for key in steps}, states
+
+    monkeypatch.setattr(paper_table, "interleaved_step_times", fake_times)
+    methods = [paper_table.BY_KEY["flow_matching"], paper_table.BY_KEY["shortcut_flow_warmup_half"]]
+    ratios = paper_table.step_time_ratios(methods, paper_table.SETTINGS["toy2d"]["quick"], "quick", rounds=3, block=2)
+    assert ratios == {"flow_matching": 1.0, "shortcut_flow_warmup_half": 1.25}

@@ -125,6 +125,13 @@ class Objective:
         """The training plan; one phase unless the method needs a trained teacher."""
         return [Phase("main", self.with_context(total_steps=total_steps), total_steps)]
 
+    def stages(self) -> list[tuple[int, Objective]]:
+        """``(first step, objective)`` of each stage of this objective's phase, in order from step 0: a
+        curriculum within one run. The trainer compiles one step per stage and switches at those steps,
+        carrying the weights, EMA, optimizer state and learning-rate schedule across (``phases`` start
+        afresh instead). One stage by default."""
+        return [(0, self)]
+
     def with_context(self, **changes: Any) -> Objective:
         """The same objective with some context facts changed (e.g. the steps of its phase)."""
         clone = object.__new__(type(self))
@@ -167,6 +174,11 @@ class Objective:
     @property
     def class_dropout(self) -> float:
         return self.context.class_dropout
+
+
+def stage_index(stages: list[tuple[int, Objective]], step: int) -> int:
+    """Which of ``stages`` (``Objective.stages``) trains step ``step`` (0-based)."""
+    return max(k for k, (start, _) in enumerate(stages) if start <= step or k == 0)
 
 
 def weighted_mse(pred: jax.Array, targets: Targets) -> jax.Array:

@@ -20,7 +20,7 @@ from shortcutlib import parallel
 from shortcutlib.checkpoint import Checkpointer
 from shortcutlib.config import RunConfig, as_dict, instantiate
 from shortcutlib.domain import Domain
-from shortcutlib.objectives.base import Objective, ObjectiveContext
+from shortcutlib.objectives.base import Objective, ObjectiveContext, stage_index
 from shortcutlib.train.logging import MetricsLogger, supersede
 from shortcutlib.train.state import TrainState, create_train_state, make_optimizer
 from shortcutlib.train.step import make_train_step
@@ -120,12 +120,13 @@ def sharded_train_step(
     shardings: TrainState,
     teacher_shardings: Any = None,
     teacher_graphdef: nnx.GraphDef | None = None,
+    objective: Objective | None = None,
 ) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
-    """The train step jitted with explicit shardings: state in and out on ``shardings`` (donated),
-    batch split over (data, fsdp), metrics replicated."""
+    """The train step of ``objective`` (default: the run's) jitted with explicit shardings: state in and
+    out on ``shardings`` (donated), batch split over (data, fsdp), metrics replicated."""
     step = make_train_step(
         run.graphdef,
-        run.objective,
+        objective or run.objective,
         run.tx,
         ema_decay=config.train.ema_decay,
         teacher_graphdef=teacher_graphdef,
@@ -214,7 +215,14 @@ def train(
     if teacher_params is not None:
         teacher_shardings = parallel.tree_shardings(teacher_params, mesh, config.parallel.fsdp_min_size)
         teacher_params = parallel.place(teacher_params, teacher_shardings)
-    step_fn = sharded_train_step(run, config, mesh, shardings, teacher_shardings, teacher_graphdef)
+    stages = run.objective.stages()
+    step_fns: dict[int, Callable[..., tuple[TrainState, dict[str, jax.Array]]]] = {}  # compiled on first use
+
+    def step_fn_at(step: int) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
+        k = stage_index(stages, step)
+        if k not in step_fns:
+            step_fns[k] = sharded_train_step(run, config, mesh, shardings, teacher_shardings, teacher_graphdef, stages[k][1])
+        return step_fns[k]
 
     is_main = jax.process_index() == 0
     if is_main:
@@ -237,7 +245,7 @@ def train(
         with PreemptionGuard() as guard, tqdm(
             total=total, initial=start, desc="train", disable=not (is_main and config.logging.progress), dynamic_ncols=True
         ) as bar:
-            window_start, window_steps = time.perf_counter(), 0
+            window_start, window_steps, window_compiles = time.perf_counter(), 0, False
             for step in range(start, total):
                 # Processes must agree on where to stop; they compare flags at log steps.
                 if multi_process:
@@ -248,7 +256,9 @@ def train(
                     preempted = True
                     break
                 batch = parallel.global_batch(next(batches), mesh, global_size)
-                state, metrics = step_fn(state, batch, teacher_params)
+                compiled = len(step_fns)
+                state, metrics = step_fn_at(step)(state, batch, teacher_params)
+                window_compiles = window_compiles or len(step_fns) > compiled
                 if block_each_step:
                     jax.block_until_ready(metrics)
                 watch.add(step + 1, metrics)
@@ -259,9 +269,9 @@ def train(
                     metrics = parallel.to_host(metrics)
                     now = time.perf_counter()
                     rate = window_steps / max(now - window_start, 1e-9)
-                    if step >= start + log_every:  # the first window includes compilation
+                    if not window_compiles:  # a window that compiled a step is not timed
                         timed_steps, timed_secs = timed_steps + window_steps, timed_secs + (now - window_start)
-                    window_start, window_steps = now, 0
+                    window_start, window_steps, window_compiles = now, 0, False
                     loss = float(metrics["loss"])
                     logger.log(done, {**metrics, "steps_per_sec": rate, "skipped_updates": watch.skipped})
                     bar.set_postfix(loss=f"{loss:.4f}", steps_per_s=f"{rate:.1f}")

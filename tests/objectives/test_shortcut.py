@@ -9,7 +9,12 @@ import pytest
 
 from domains.toy import gaussian
 from shortcutlib.objectives import common, flow_matching, shortcut
-from shortcutlib.objectives.base import ObjectiveContext, Targets, weighted_mse
+from shortcutlib.objectives.base import (
+    ObjectiveContext,
+    Targets,
+    stage_index,
+    weighted_mse,
+)
 from shortcutlib.objectives.flow_matching import FlowMatching
 from shortcutlib.objectives.shortcut import Shortcut
 from shortcutlib.sampling import euler_sample
@@ -451,3 +456,26 @@ def test_plug_in_velocity_on_the_d0_rows(make):
                                np.asarray(common.plug_in_velocity(labelled.x_t, labelled.t, data["x"], same)), rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="plug_in_fraction=1.5"):
         make(1.5)
+
+
+def test_flow_warmup_stages():
+    """flow_warmup: the first share of the phase's steps trains the d = 0 rows alone, with the very draws of the
+    later steps' d = 0 rows; the stage switch is where the share ends, and without it there is one stage."""
+    objective = Shortcut(shortcut.Config(flow_warmup=0.5)).with_context(total_steps=10)
+    stages = objective.stages()
+    assert [start for start, _ in stages] == [0, 5] and stages[1][1] is objective
+    assert [stage_index(stages, step) for step in (0, 4, 5, 9)] == [0, 0, 1, 1]
+    warmup = stages[0][1]
+    data = gaussian_batch(jax.random.PRNGKey(4), 64)
+    key = jax.random.PRNGKey(3)
+    alone, full = warmup.targets(key, data, ORACLE, ORACLE), objective.targets(key, data, ORACLE, ORACLE)
+    assert alone.x_t.shape[0] == 64 and not np.any(np.asarray(alone.d))
+    d0_rows = np.asarray(full.d) == 0
+    assert d0_rows.sum() == 64 and (~d0_rows).sum() == 8
+    for a, b in zip(alone[:3] + alone[4:6], full[:3] + full[4:6]):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b)[d0_rows])
+
+    assert Shortcut(shortcut.Config()).with_context(total_steps=10).stages()[0][0] == 0
+    assert len(Shortcut(shortcut.Config()).with_context(total_steps=10).stages()) == 1
+    with pytest.raises(ValueError, match="flow_warmup=1"):
+        shortcut.Config(flow_warmup=1.0)

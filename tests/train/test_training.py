@@ -71,3 +71,24 @@ def test_resume_after_a_kill_leaves_one_history(tmp_path):
     resumed = read_metrics(tmp_path / "run" / "metrics.jsonl", "train")
     assert [r["step"] for r in resumed] == [2, 4, 6, 8, 10]
     assert [r["loss"] for r in resumed] == pytest.approx([r["loss"] for r in uninterrupted], rel=1e-6)
+
+
+def test_flow_warmup_trains_flow_matching_then_switches_and_resumes(tmp_path):
+    """objective.flow_warmup=0.5 of 8 steps: steps 1-4 are exactly the shortcut without self-consistency rows (same
+    losses), steps 5-8 are not; a run stopped before the switch resumes across it to the uninterrupted state."""
+    base = TINY_TOY + ["objective=shortcut", "train.steps=8", "train.log_every=1", "train.ckpt_every=2", "train.keep_checkpoints=8"]
+    cfg = make_cfg(base + ["objective.flow_warmup=0.5"])
+    full = train(cfg, build_domain(cfg), tmp_path / "warmup")
+    losses = [r["loss"] for r in read_metrics(tmp_path / "warmup" / "metrics.jsonl", "train")]
+    alone_cfg = make_cfg(base + ["objective.bootstrap_fraction=0"])
+    train(alone_cfg, build_domain(alone_cfg), tmp_path / "alone")
+    alone = [r["loss"] for r in read_metrics(tmp_path / "alone" / "metrics.jsonl", "train")]
+    assert losses[:4] == pytest.approx(alone[:4], rel=1e-6)
+    assert all(a != pytest.approx(b, rel=1e-3) for a, b in zip(losses[4:], alone[4:]))
+
+    shutil.copytree(tmp_path / "warmup" / "checkpoints", tmp_path / "split" / "checkpoints")
+    for step in (4, 6, 8):  # as if stopped at step 2, before the switch
+        shutil.rmtree(tmp_path / "split" / "checkpoints" / str(step))
+    resumed = train(cfg, build_domain(cfg), tmp_path / "split")
+    assert int(resumed.state.step) == 8
+    assert_trees_equal(full.state, resumed.state)
