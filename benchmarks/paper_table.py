@@ -150,8 +150,6 @@ METHODS = [
     # A curriculum: the first half (three quarters) of the steps train the d = 0 rows alone, at flow matching's step cost.
     SHORTCUT_FLOW_WARMUP,
     with_shortcut_queries(SHORTCUT_FLOW_WARMUP),
-    Method("shortcut_no_flow_warmup", "Shortcut, every row from the first step (flow_warmup=0)", ("objective=shortcut", "objective.flow_warmup=0"),
-           False),
     Method("shortcut_flow_warmup_half_bootstrap_weight_4", "Shortcut, flow matching alone for the first half, then self-consistency weighted 4",
            ("objective=shortcut", "objective.flow_warmup=0.5", "objective.bootstrap_weight=4"), False),
     Method("shortcut_flow_warmup_three_quarters", "Shortcut, flow matching alone for the first three quarters of the steps",
