@@ -583,7 +583,9 @@ def write_report(results: list[RunResult], methods: list[str], domain: str, budg
             judged = f" Scored by the classifier judge with weights SHA-1 {', '.join(judges)}." if judges else ""
             lines += [f"Floor (real data against the same reference, same sample size): {fmt(floor[0])}.{judged}", ""]
     rows = [[BY_KEY[m].label, f"{ratios[m]:.2f}x" if m in ratios else "– (not timed)", wall_cell(results, m)] for m in methods]
-    lines += ["Training cost: step time relative to flow matching (one interleaved timing run, median of blocks) and wall time of "
+    # The timing always runs in this command, so on this machine, whichever machines trained the stored runs.
+    timing = f"one interleaved timing run on {machine_description()}, median of blocks" if ratios else "not timed by this command"
+    lines += [f"Training cost: step time relative to flow matching ({timing}) and wall time of "
               "the training run (mean over seeds; one mean per machine, in the order named above, where a row's seeds ran on "
               "several).", "", markdown_table(["Method", "step time / FM", "train wall (s)"], rows), ""]
     shared = [f"- {BY_KEY[m].label}: the weights of {BY_KEY[BY_KEY[m].samples_of].label} (trained once), sampled with "

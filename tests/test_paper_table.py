@@ -63,8 +63,22 @@ def test_report_without_a_timing_phase_says_so(tmp_path):
     results = runs("shortcut", [[0.1] * 8]) + runs("flow_matching", [[0.2] * 8])
     md = write_report(results, ["flow_matching", "shortcut"], "toy2d", "quick", "cmd", [], {}, tmp_path, "t")
     text = md.read_text()
-    assert "– (not timed)" in text and "nan" not in text
+    assert "– (not timed)" in text and "nan" not in text and "(not timed by this command)" in text
     assert "step time / flow matching" not in text  # no step-time goal without a measured ratio
+
+
+def test_a_timed_report_names_the_machine_that_timed_it(tmp_path):
+    from dataclasses import replace
+
+    from benchmarks.common import machine_description
+    from benchmarks.paper_table import write_report
+
+    results = [replace(r, machine="machine A") for r in runs("shortcut", [[0.1] * 8]) + runs("flow_matching", [[0.2] * 8])]
+    text = write_report(results, ["flow_matching", "shortcut"], "toy2d", "quick", "cmd", [], {"flow_matching": 1.0, "shortcut": 1.2},
+                        tmp_path, "t").read_text()
+    assert "Machine: machine A." in text  # where the runs were trained
+    assert f"one interleaved timing run on {machine_description()}, median of blocks" in text  # where they were timed
+    assert "| Shortcut | 1.20x |" in text
 
 
 def test_the_shared_setting_line_prints_the_setting_that_wins(tmp_path):
